@@ -6,13 +6,15 @@ labels are kept), validates the 11 model features and keeps name/artist/genre as
 metadata. Bad input fails loudly, naming the column and the number of offending rows:
 nothing is dropped silently.
 
-``FeatureScaler`` maps the features to [0, 1] with min/max fitted on the catalog; it is
-saved inside the embedding checkpoint so serving normalises exactly as training did.
+``FeatureScaler`` maps the features to [0, 1] with a curve fitted on the catalog (its
+empirical CDF by default, or min/max); it is saved inside the embedding checkpoint so
+serving normalises exactly as training did.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -129,38 +131,75 @@ def load_catalog(uri: str | None = None) -> Catalog:
 
 @dataclass(frozen=True)
 class FeatureScaler:
-    """Min-max scaling of the 11 features to [0, 1], fitted on the catalog.
+    """Maps each of the 11 features to [0, 1] by a monotone curve fitted on the catalog.
 
-    Values outside the fitted range (a new song louder than any in the catalog) are
-    clipped so the VAE only ever sees inputs inside the range it was trained on.
+    The curve is piecewise linear through ``knots`` (per feature: input values ``inputs``
+    and their levels in [0, 1]). Two knots (min -> 0, max -> 1) is plain min-max scaling;
+    many knots at the catalog's quantiles is the empirical CDF ("quantile" scaling), which
+    spreads skewed features such as speechiness or instrumentalness, most of whose mass sits
+    near 0, over the whole unit interval so that differences between songs stay visible.
+    Inputs outside the fitted range are clipped to 0 or 1.
     """
 
-    minimum: np.ndarray  # (11,)
-    maximum: np.ndarray  # (11,)
+    inputs: tuple[np.ndarray, ...]  # per feature: (Q_j,) strictly increasing knots
+    levels: tuple[np.ndarray, ...]  # per feature: (Q_j,) non-decreasing values in [0, 1]
+    method: str = "quantile"
 
     @classmethod
-    def fit(cls, features: np.ndarray) -> FeatureScaler:
+    def fit(
+        cls, features: np.ndarray, method: str = "quantile", n_quantiles: int = 1001
+    ) -> FeatureScaler:
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != len(FEATURE_COLUMNS):
             raise ValueError(f"features must be (N, {len(FEATURE_COLUMNS)}), got {features.shape}")
         if len(features) == 0:
             raise ValueError("cannot fit a scaler on zero rows")
-        return cls(minimum=features.min(axis=0), maximum=features.max(axis=0))
+        if method == "minmax":
+            grid = np.array([0.0, 1.0])
+        elif method == "quantile":
+            if n_quantiles < 2:
+                raise ValueError(f"n_quantiles must be >= 2, got {n_quantiles}")
+            grid = np.linspace(0.0, 1.0, n_quantiles)
+        else:
+            raise ValueError(f"method must be 'quantile' or 'minmax', got {method!r}")
+        inputs, levels = [], []
+        for column in features.T:
+            knots = np.quantile(column, grid)
+            # Ties (discrete features such as key and mode) share one knot at their mean level.
+            unique, inverse = np.unique(knots, return_inverse=True)
+            mean_level = np.bincount(inverse, weights=grid) / np.bincount(inverse)
+            if len(unique) == 1:  # constant column: everything maps to 0.5
+                mean_level = np.array([0.5])
+            elif method == "minmax":
+                mean_level = np.array([0.0, 1.0])
+            inputs.append(unique)
+            levels.append(mean_level)
+        return cls(inputs=tuple(inputs), levels=tuple(levels), method=method)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        features = np.asarray(features, dtype=np.float64)
-        span = np.where(self.maximum > self.minimum, self.maximum - self.minimum, 1.0)
-        return np.clip((features - self.minimum) / span, 0.0, 1.0).astype(np.float32)
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if features.shape[1] != len(self.inputs):
+            raise ValueError(f"features must be (B, {len(self.inputs)}), got {features.shape}")
+        columns = [
+            np.interp(features[:, j], self.inputs[j], self.levels[j])
+            for j in range(len(self.inputs))
+        ]
+        return np.stack(columns, axis=1).astype(np.float32)
 
-    def inverse_transform(self, normalised: np.ndarray) -> np.ndarray:
-        return np.asarray(normalised, np.float64) * (self.maximum - self.minimum) + self.minimum
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"minimum": self.minimum.tolist(), "maximum": self.maximum.tolist()}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "inputs": [knots.tolist() for knots in self.inputs],
+            "levels": [level.tolist() for level in self.levels],
+        }
 
     @classmethod
-    def from_dict(cls, state: dict[str, list[float]]) -> FeatureScaler:
-        return cls(minimum=np.asarray(state["minimum"]), maximum=np.asarray(state["maximum"]))
+    def from_dict(cls, state: dict[str, Any]) -> FeatureScaler:
+        return cls(
+            inputs=tuple(np.asarray(knots, np.float64) for knots in state["inputs"]),
+            levels=tuple(np.asarray(level, np.float64) for level in state["levels"]),
+            method=state.get("method", "quantile"),
+        )
 
 
 def genre_coherence(neighbour_rows: np.ndarray, genres: np.ndarray) -> tuple[float, float]:

@@ -126,9 +126,7 @@ class KnnIndex:
         if exclude is None:
             return [set() for _ in range(batch)]
         exclude = list(exclude)
-        per_query = len(exclude) == batch and all(
-            not isinstance(item, str) for item in exclude
-        )
+        per_query = len(exclude) == batch and all(not isinstance(item, str) for item in exclude)
         if per_query:
             sets = [set(item) for item in exclude]
         else:
@@ -141,7 +139,9 @@ class KnnIndex:
         return [{self.row_of[t] for t in ids if t in self.row_of} for ids in sets]
 
 
-def brute_force_topk(latents: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def brute_force_topk(
+    latents: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference: exact top-k by computing every distance with numpy. (B, k) rows, dists."""
     latents = np.asarray(latents, np.float64)
     queries = np.atleast_2d(np.asarray(queries, np.float64))
@@ -153,3 +153,17 @@ def brute_force_topk(latents: np.ndarray, queries: np.ndarray, k: int) -> tuple[
     rows = np.take_along_axis(part, order, axis=1)
     distances = np.sqrt(np.maximum(np.take_along_axis(squared, rows, axis=1), 0.0))
     return rows, distances
+
+
+def recall_at_k(
+    distances: np.ndarray, reference_distances: np.ndarray, tolerance: float = 1e-5
+) -> float:
+    """Tie-aware recall@k of an answer against the exact reference, both (B, k).
+
+    A returned neighbour counts as a hit when it is no farther than the reference's k-th
+    neighbour: songs at exactly the same distance (duplicated tracks with identical
+    features exist in the real catalog) are interchangeable, so which of them is returned
+    does not make an answer less exact.
+    """
+    kth = np.asarray(reference_distances)[:, -1:]
+    return float(np.mean(np.asarray(distances) <= kth + tolerance))

@@ -1,0 +1,38 @@
+# Encore task runner. `make demo` and `make test` are the README's two commands: each
+# creates the virtual environment first if it is missing, so a fresh machine needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	# torch first and pinned: the CPU build of 2.13.0 is what the project is tested with.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/encore demo
+
+test: install
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/pytest -m slow -q
+
+lint: install
+	$(BIN)/ruff check rl services tests benchmarks
+	$(BIN)/ruff format --check rl services tests benchmarks
+	$(BIN)/mypy rl services
+
+bench: install
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real catalog, a small trained embedding, a tiny catalog slice."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from rl import paths
+from rl.catalog import Catalog, catalog_from_frame, load_catalog
+
+# Keep tests off the user's generated data and make torch/BLAS polite on 2 cores.
+os.environ.setdefault("ENCORE_DATA", "/tmp/encore-test-data")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def real_catalog() -> Catalog:
+    if not os.path.exists(paths.default_catalog_uri()):
+        pytest.skip(f"real catalog not found at {paths.default_catalog_uri()}")
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def small_catalog(real_catalog: Catalog) -> Catalog:
+    """The first 2,000 deduplicated real tracks (fast enough to train a VAE on in seconds)."""
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(paths.default_catalog_uri()).to_pandas()
+    frame = frame.drop_duplicates("track_id").head(2000)
+    return catalog_from_frame(frame, source="small catalog")
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained_embedding(real_catalog, tmp_path_factory):
+    """The default VAE trained on the real catalog (about 20 s), shared by the whole run."""
+    from rl.embedding import ensure_song_embedding
+
+    cache = os.environ.get("ENCORE_TEST_EMBEDDING") or str(
+        tmp_path_factory.getbasetemp().parent / "encore-embedding"
+    )
+    return ensure_song_embedding(cache, progress=False)
