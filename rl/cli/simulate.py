@@ -1,0 +1,177 @@
+"""`encore simulate`, `encore import-mssd`, `encore propagate-rewards`: make and inspect logs.
+
+encore simulate --users 10000 --days 60 --out data/logs/sim [--seed 0] [--k 4]
+    simulates listeners on the real catalog (VAE latents; trained on first use) under
+    the myopic logging policy, writes the decision + organic log (parquet by day) and
+    <out>/summary.json (users, decisions, skip shares vs MSSD, mean reward).
+encore import-mssd --out data/logs/mssd
+    writes the real MSSD rows into the same schema (source = "mssd").
+encore propagate-rewards --log data/logs/sim
+    K-means reward propagation (the blog's section 7) evaluated on the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from rl import paths, storage
+
+
+def register(subparsers: Any) -> None:
+    simulate = subparsers.add_parser(
+        "simulate",
+        help="simulate listeners and write a feedback log",
+        description="Simulate N users for D days on the real catalog under the myopic logging "
+        "policy (skip levels calibrated to the real MSSD rows) and write the decision log, the "
+        "organic-listen log (parquet partitioned by day) and summary.json under --out.",
+    )
+    simulate.add_argument(
+        "--users", type=int, default=10_000, help="number of simulated users (default 10000)"
+    )
+    simulate.add_argument("--days", type=int, default=60, help="days to simulate (default 60)")
+    simulate.add_argument(
+        "--out", default=paths.default_log_uri(), help="log URI (default %(default)s)"
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--k", type=int, default=4, help="candidates per decision (default 4)")
+    simulate.add_argument(
+        "--embedding", default=None, help="song embedding URI (default: the project's)"
+    )
+    simulate.add_argument(
+        "--no-calibrate", action="store_true", help="keep the default skip thresholds"
+    )
+    simulate.add_argument(
+        "--epsilon", type=float, default=0.1, help="logging policy's uniform exploration"
+    )
+    simulate.add_argument(
+        "--temperature", type=float, default=0.5, help="logging policy's softmax temperature"
+    )
+    simulate.set_defaults(func=run_simulate)
+
+    mssd = subparsers.add_parser(
+        "import-mssd",
+        help="import the real MSSD session rows into the log schema",
+        description="Convert the real MSSD rows (skip flags -> skip level -> listen fraction, "
+        "documented in rl/mssd.py) into decision rows under --out.",
+    )
+    mssd.add_argument(
+        "--out",
+        default=storage.join(paths.data_dir(), "logs", "mssd"),
+        help="log URI (default %(default)s)",
+    )
+    mssd.add_argument("--mssd", default=None, help="MSSD CSV URI (default: the shared sample)")
+    mssd.set_defaults(func=run_import_mssd)
+
+    propagate = subparsers.add_parser(
+        "propagate-rewards",
+        help="evaluate K-means reward propagation on a log",
+        description="Cluster song latents with K-means, take ~4 measured songs per cluster, "
+        "propagate r_est = r_cluster * exp(-rate * d/d_max) to the others and report correlation "
+        "and MAE against the true mean rewards of unmeasured songs, versus a global-mean baseline.",
+    )
+    propagate.add_argument(
+        "--log", default=paths.default_log_uri(), help="log URI (default %(default)s)"
+    )
+    propagate.add_argument(
+        "--embedding", default=None, help="song embedding URI (default: the project's)"
+    )
+    propagate.add_argument(
+        "--clusters", type=int, default=100, help="K-means clusters (default 100)"
+    )
+    propagate.add_argument(
+        "--per-cluster", type=int, default=4, help="measured songs per cluster (default 4)"
+    )
+    propagate.add_argument(
+        "--decay-rate", type=float, default=0.5, help="exp decay rate in d/d_max (default 0.5)"
+    )
+    propagate.add_argument(
+        "--min-plays", type=int, default=20, help="plays for a song's true mean (default 20)"
+    )
+    propagate.set_defaults(func=run_propagate)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rl.feedback_log import FeedbackLogWriter
+    from rl.mssd import mssd_skip_shares
+    from rl.observation import ObservationLayout
+    from rl.simulator.config import SimulatorConfig
+    from rl.simulator.factory import build_simulator, catalog_corpus, default_logging_policy
+
+    if args.users < 1 or args.days < 1 or args.k < 1:
+        raise SystemExit("--users, --days and --k must be >= 1")
+    started = time.perf_counter()
+    corpus = catalog_corpus(args.k, SimulatorConfig(), args.seed, embedding_uri=args.embedding)
+    layout = ObservationLayout(k=args.k, latent_dim=corpus.latent_dim)
+    policy = default_logging_policy(layout, corpus, args.temperature, args.epsilon)
+    built = build_simulator(
+        args.users, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
+    )
+    simulator = built.simulator
+    with FeedbackLogWriter(args.out, k=args.k, n_betas=layout.n_betas, background=True) as writer:
+        with tqdm(total=args.days, unit="day", desc="simulating") as bar:
+
+            def on_day(day: int, summary: Any) -> None:
+                bar.update(1)
+                bar.set_postfix(decisions=summary.decisions, alive=int(simulator.state.alive.sum()))
+
+            summary = simulator.run(args.days, writer=writer, on_day=on_day)
+    real = mssd_skip_shares()
+    result = summary.to_dict() | {
+        "seed": args.seed,
+        "k": args.k,
+        "policy": policy.to_dict(),
+        "simulator_config": simulator.config.to_dict(),
+        "reward_config": simulator.reward_config.to_dict(),
+        "mssd_skip_shares": real,
+        "log": writer.counts,
+        "seconds": time.perf_counter() - started,
+    }
+    storage.write_json(storage.join(args.out, "summary.json"), result)
+    print(
+        f"users {summary.users}, days {summary.days}, decisions {summary.decisions:,}, "
+        f"mean reward {summary.mean_reward:.3f}, churned {summary.churned_users}"
+    )
+    print("skip shares  simulated  MSSD")
+    for name, share in summary.skip_shares.items():
+        print(f"  {name:12s} {share:9.3f}  {real[name]:.3f}")
+    print(writer.report())
+    print(f"log and summary.json under {args.out} ({result['seconds']:.1f} s)")
+    return 0 if writer.quarantined_rows == 0 else 1
+
+
+def run_import_mssd(args: argparse.Namespace) -> int:
+    from rl.mssd import import_mssd
+
+    result = import_mssd(args.out, args.mssd)
+    print(result["report"])
+    print(
+        f"{result['source_rows']} MSSD rows, {result['sessions']} sessions; skip shares: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result["skip_shares"].items())
+    )
+    return 0 if result["quarantined_rows"] == 0 else 1
+
+
+def run_propagate(args: argparse.Namespace) -> int:
+    from rl.embedding import ensure_song_embedding
+    from rl.feedback_log import read_decisions_table
+    from rl.reward_propagation import evaluate_propagation
+
+    embedding = ensure_song_embedding(args.embedding)
+    decisions = read_decisions_table(args.log, validate=False).select(["chosen_track_id", "reward"])
+    report = evaluate_propagation(
+        decisions, embedding.latents, embedding.track_ids, n_clusters=args.clusters,
+        songs_per_cluster=args.per_cluster, decay_rate=args.decay_rate, min_plays=args.min_plays,
+    )  # fmt: skip
+    print(json.dumps(report.to_dict(), indent=2))
+    print(
+        f"propagated: corr {report.correlation:.3f}, MAE {report.mae:.3f}; "
+        f"cluster mean (no decay): corr {report.cluster_mean_correlation:.3f}, MAE {report.cluster_mean_mae:.3f}; "
+        f"global-mean baseline MAE {report.baseline_mae:.3f} "
+        f"({report.n_measured} measured, {report.n_evaluated} evaluated songs)"
+    )
+    return 0

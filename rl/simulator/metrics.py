@@ -1,0 +1,220 @@
+"""What the simulator measures: the decision log rows, run summaries, followed items.
+
+RecSim NG's "metrics" entity:
+- ``DecisionBuffer`` collects one day's decisions as numpy arrays and turns them into a
+  pyarrow table in the log schema with vectorised arrow kernels (no Python per row).
+- ``RunSummary`` accumulates users, decisions, skip shares, mean reward, streams.
+- ``FollowedRecommendations`` follows one-off recommendations of a given song to given
+  users for a window of days (60 by default): first stream (>= 30 s), active days with
+  the song and minutes with the song - the paper's A/B metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rl.log_schema import DECISION_SCHEMA, ORGANIC_SCHEMA
+from rl.reward import SKIP_LEVEL_NAMES
+
+#: Day 0 of a simulation is Monday 2024-01-01 00:00 UTC.
+EPOCH_START_S = 1_704_067_200
+
+
+def _list_array(flat: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+
+
+@dataclass
+class DecisionBuffer:
+    """One day's decisions, appended step by step as arrays (B rows per step)."""
+
+    columns: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for name, values in arrays.items():
+            self.columns.setdefault(name, []).append(values)
+
+    def __len__(self) -> int:
+        parts = self.columns.get("user", [])
+        return int(sum(len(part) for part in parts))
+
+    def concatenated(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.columns.items()}
+
+    def to_table(
+        self,
+        day: int,
+        user_ids: pa.Array,  # (U,) string
+        track_ids: pa.Array,  # (N,) string
+        arm_names: pa.Array,  # (A,) string
+        policy_versions: pa.Array,  # (A,) string
+    ) -> pa.Table:
+        """The day's rows in DECISION_SCHEMA, ordered by session then position."""
+        data = self.concatenated()
+        order = np.lexsort((data["position"], data["user"]))
+        data = {name: values[order] for name, values in data.items()}
+        n = len(data["user"])
+        users = pa.array(data["user"])
+        user_id = user_ids.take(users)
+        candidates = data["candidates"]  # (n, K) rows, -1 padding
+        valid = candidates >= 0
+        n_candidates = valid.sum(axis=1)
+        relationship = data["relationship"]  # (n, K, R)
+        arms = pa.array(data["arm"])
+        columns = {
+            "user_id": user_id,
+            # One session per user and day, so user and day name the session.
+            "session_id": pc.binary_join_element_wise(user_id, pa.scalar(f"d{day:04d}"), "-"),
+            "day": pa.array(np.full(n, day, np.int32)),
+            "position": pa.array(data["position"].astype(np.int32)),
+            "timestamp": pa.array(data["timestamp"].astype(np.int64)),
+            "hour": pa.array(data["hour"].astype(np.int8)),
+            "weekday": pa.array(np.full(n, data["weekday"][0] if n else 0, np.int8)),
+            "current_track_id": track_ids.take(pa.array(data["current"])),
+            "candidate_track_ids": _list_array(candidates[valid], n_candidates, pa.int64()),
+            "candidate_relationship": _list_array(
+                relationship[valid].reshape(-1), n_candidates * relationship.shape[2], pa.float32()
+            ),
+            "user_taste": _list_array(
+                data["taste"].reshape(-1), np.full(n, data["taste"].shape[1]), pa.float32()
+            ),
+            "chosen_index": pa.array(data["action"].astype(np.int32)),
+            "chosen_track_id": track_ids.take(pa.array(data["chosen"])),
+            "behaviour_logp": pa.array(data["logp"].astype(np.float32)),
+            "listened": pa.array(data["listened"]),
+            "listen_fraction": pa.array(data["listen_fraction"].astype(np.float32)),
+            "liked": pa.array(data["liked"]),
+            "skip_level": pa.array(data["skip_level"].astype(np.int8)),
+            "reward": pa.array(data["reward"].astype(np.float32)),
+            "source": pa.array(["simulator"]).take(pa.array(np.zeros(n, np.int64))),
+            "policy_version": policy_versions.take(arms),
+            "arm": arm_names.take(arms),
+            "request_id": pa.nulls(n, pa.string()),
+        }
+        # Candidate rows -> ids in one take over the flattened list values.
+        candidate_rows = columns["candidate_track_ids"]
+        columns["candidate_track_ids"] = pa.ListArray.from_arrays(
+            candidate_rows.offsets, track_ids.take(candidate_rows.values)
+        )
+        return pa.Table.from_arrays(list(columns.values()), schema=DECISION_SCHEMA)
+
+
+def organic_table(
+    day: int, users: np.ndarray, items: np.ndarray, streams: np.ndarray, minutes: np.ndarray,
+    user_ids: pa.Array, track_ids: pa.Array,
+) -> pa.Table:  # fmt: skip
+    """One day's organic listens in ORGANIC_SCHEMA."""
+    return pa.Table.from_arrays(
+        [
+            user_ids.take(pa.array(users)),
+            pa.array(np.full(len(users), day, np.int32)),
+            track_ids.take(pa.array(items)),
+            pa.array(minutes.astype(np.float32)),
+            pa.array(streams.astype(np.int32)),
+        ],
+        schema=ORGANIC_SCHEMA,
+    )
+
+
+@dataclass
+class RunSummary:
+    """Totals over the simulated days."""
+
+    users: int = 0
+    days: int = 0
+    decisions: int = 0
+    sessions: int = 0
+    skip_counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    reward_sum: float = 0.0
+    streams_from_recommendations: int = 0
+    organic_streams: int = 0
+    organic_minutes: float = 0.0
+    churned_users: int = 0
+    active_user_days: int = 0
+
+    def add_decisions(
+        self, skip_level: np.ndarray, reward: np.ndarray, listened: np.ndarray
+    ) -> None:
+        self.decisions += len(skip_level)
+        self.skip_counts += np.bincount(skip_level.astype(np.int64), minlength=4)
+        self.reward_sum += float(reward.sum(dtype=np.float64))
+        self.streams_from_recommendations += int(listened.sum())
+
+    @property
+    def skip_shares(self) -> dict[str, float]:
+        total = max(int(self.skip_counts.sum()), 1)
+        return {
+            name: float(count) / total
+            for name, count in zip(SKIP_LEVEL_NAMES, self.skip_counts, strict=True)
+        }
+
+    @property
+    def mean_reward(self) -> float:
+        return self.reward_sum / max(self.decisions, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "users": self.users,
+            "days": self.days,
+            "decisions": self.decisions,
+            "sessions": self.sessions,
+            "active_user_days": self.active_user_days,
+            "skip_shares": self.skip_shares,
+            "mean_reward": self.mean_reward,
+            "streams_from_recommendations": self.streams_from_recommendations,
+            "organic_streams": self.organic_streams,
+            "organic_minutes": self.organic_minutes,
+            "churned_users": self.churned_users,
+        }
+
+
+@dataclass
+class FollowedRecommendations:
+    """One-off recommendations of ``items[j]`` to ``users[j]`` on ``day``, followed for
+    ``window`` days (the recommendation day included)."""
+
+    users: np.ndarray  # (F,) int64 user rows
+    items: np.ndarray  # (F,) int64 song rows
+    day: int
+    window: int
+    known_before: np.ndarray  # (F,) bool the user already knew the song
+    stream_probability: np.ndarray  # (F,) true P(stream | recommended) before the draw
+    skip_level: np.ndarray  # (F,) int8 response to the recommendation
+    listened: np.ndarray  # (F,) bool streamed >= 30 s on the recommendation
+    active_days: np.ndarray  # (F,) int32 days with >= 1 stream of the song in the window
+    active_on_day0: np.ndarray  # (F,) bool
+    minutes: np.ndarray  # (F,) float32 minutes with the song in the window
+    last_seen_minutes: np.ndarray  # (F,) float32 library minutes at the last update
+
+    def is_open(self, day: int) -> bool:
+        return day < self.day + self.window
+
+    @property
+    def first_stream(self) -> np.ndarray:
+        """Streamed >= 30 s on the recommendation, and the song was new to the user."""
+        return self.listened & ~self.known_before
+
+    def to_frame(self, track_ids: np.ndarray) -> pd.DataFrame:
+        """One row per (user, song): the paper's per-recommendation outcomes."""
+        return pd.DataFrame(
+            {
+                "user": self.users,
+                "track_id": np.asarray(track_ids)[self.items],
+                "day": self.day,
+                "known_before": self.known_before,
+                "stream_probability": self.stream_probability,
+                "skip_level": self.skip_level,
+                "first_stream": self.first_stream,
+                "listened": self.listened,
+                "active_days": self.active_days,
+                "return_days": self.active_days - self.active_on_day0,
+                "minutes": self.minutes,
+            }
+        )

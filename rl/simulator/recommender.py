@@ -1,0 +1,95 @@
+"""The recommender side of the simulator: candidates, observations, the policy's pick.
+
+RecSim NG's "recommender" entity. For each live session: the kNN candidates of the
+current song come from the corpus's precomputed neighbour table (songs already played in
+the session excluded), the observation is built with the shared ``ObservationLayout``
+(exactly what the served Scorer builds from a request), and a ``DecisionPolicy`` gives
+the probabilities the pick is drawn from. The probability of the pick is the propensity
+that goes into the log as ``behaviour_logp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl.observation import ObservationLayout, encode_context
+from rl.policy import DecisionPolicy, sample_actions
+from rl.simulator.corpus import Corpus
+
+
+def retrieve_candidates(
+    neighbours: np.ndarray,  # (N, W) int32 neighbour table
+    current: np.ndarray,  # (B,) song rows
+    history: np.ndarray,  # (B, H) song rows played in the session, -1 padding
+    k: int,
+) -> np.ndarray:
+    """(B, k) int64 candidate rows, nearest first, -1 padding when fewer than k remain."""
+    table = neighbours[current].astype(np.int64)  # (B, W)
+    excluded = (table[:, :, None] == history[:, None, :]).any(axis=2) | (table < 0)
+    order = np.argsort(excluded, axis=1, kind="stable")[:, :k]
+    batch = np.arange(len(table))[:, None]
+    rows, valid = table[batch, order], ~excluded[batch, order]
+    if rows.shape[1] < k:  # a corpus smaller than k + 1 songs
+        pad = k - rows.shape[1]
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        valid = np.pad(valid, ((0, 0), (0, pad)), constant_values=False)
+    return np.where(valid, rows, -1)
+
+
+def build_observations(
+    layout: ObservationLayout,
+    corpus: Corpus,
+    current: np.ndarray,  # (B,)
+    taste: np.ndarray,  # (B, D)
+    hour: np.ndarray,  # (B,)
+    weekday: np.ndarray | int,
+    candidates: np.ndarray,  # (B, K) rows, -1 padding
+    relationship: np.ndarray,  # (B, K, R)
+) -> np.ndarray:
+    """(B, layout.size) float32 observations; padded candidates get zero features."""
+    mask = candidates >= 0
+    candidate_latents = corpus.latents[np.maximum(candidates, 0)] * mask[..., None]
+    weekday = np.broadcast_to(np.asarray(weekday), hour.shape)
+    return layout.build(
+        current_latent=corpus.latents[current],
+        user_taste=taste,
+        context=encode_context(hour, weekday),
+        candidate_latents=candidate_latents,
+        candidate_relationship=relationship * mask[..., None],
+        candidate_mask=mask,
+    )
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The policy's picks for B sessions."""
+
+    probabilities: np.ndarray  # (B, K)
+    actions: np.ndarray  # (B,) int64 chosen candidate index
+    logp: np.ndarray  # (B,) float32 log-propensity of the pick
+
+
+def decide(
+    policies: Mapping[int, DecisionPolicy],
+    arm_index: np.ndarray,  # (B,) which policy serves each session
+    obs: np.ndarray,  # (B, size)
+    rng: np.random.Generator,
+) -> Decisions:
+    """Ask each arm's policy for its sessions' probabilities, then draw the picks."""
+    batch = len(obs)
+    probabilities = None
+    for arm, policy in policies.items():
+        rows = np.flatnonzero(arm_index == arm)
+        if not len(rows):
+            continue
+        arm_probabilities = np.asarray(policy.action_probabilities(obs[rows]), np.float64)
+        if probabilities is None:
+            probabilities = np.zeros((batch, arm_probabilities.shape[1]))
+        probabilities[rows] = arm_probabilities
+    if probabilities is None:
+        raise ValueError("no policy serves these sessions")
+    actions, logp = sample_actions(probabilities, rng)
+    return Decisions(probabilities=probabilities, actions=actions, logp=logp)

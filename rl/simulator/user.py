@@ -1,0 +1,393 @@
+"""Simulated listeners: state, responses to recommendations, and the daily transition.
+
+RecSim NG's "user" entity, vectorised over users with numpy:
+
+- ``initial_state``: a slow taste vector per user (an anchor song's latent plus noise),
+  heterogeneous traits (activity, patience, like and return propensities), a home pool of
+  songs near the taste, and an empty library of known songs.
+- ``next_response``: the response to one recommended song. An ordinal logit on a listen
+  utility (taste and flow distances, the song's clickiness, familiarity, weekend, user
+  offset, logistic noise) gives the skip level; the level gives the listen fraction,
+  the like and whether it was a stream (>= 30 s, the paper's c > 0).
+- ``next_state``: the end of a day. Organic returns to known songs (driven by the song's
+  stickiness, not its clickiness, and by the user's relationship state), then the
+  relationship update s' = beta * s + (1 - beta) * 1{streamed today}, taste drift, churn.
+
+The relationship state is stored lazily: each slot keeps its state as of the end of the
+day it was last updated (``library_state_day``); a day without a stream multiplies it by
+beta, so the state on any later day is s * beta^(days since), the closed form in
+rl/relationship.py. Only the slots streamed on a day are touched at its end, which keeps
+the day's end proportional to the day's streams instead of users x library slots.
+
+The library (``library_size`` slots per user) is the sparse per-user-per-song store: the
+relationship state and the outcomes the 60-day metrics need (first-stream day, active
+days, minutes). State arrays are updated in place: copying 100,000 users' libraries every
+step would cost more than the simulation itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl.relationship import relationship_after_days, update_relationship_state
+from rl.simulator.config import SimulatorConfig
+from rl.simulator.corpus import Corpus
+
+NO_DAY = -1
+
+
+@dataclass
+class UserState:
+    """Every user's state, row-aligned (U users, L library slots, R betas, D latent)."""
+
+    taste: np.ndarray  # (U, D) float32 slow taste vector
+    activity: np.ndarray  # (U,) float32 daily session probability
+    continue_prob: np.ndarray  # (U,) float32 chance of one more song
+    utility_bias: np.ndarray  # (U,) float32 listen-utility offset
+    like_bias: np.ndarray  # (U,) float32
+    organic_bias: np.ndarray  # (U,) float32
+    alive: np.ndarray  # (U,) bool, False once churned
+    churn_day: np.ndarray  # (U,) int32 day of churn, NO_DAY while alive
+    home_pool: np.ndarray  # (U, H) int32 songs near the taste (session starts)
+    library_item: np.ndarray  # (U, L) int32 song row, -1 empty slot
+    library_state: np.ndarray  # (U, L, R) float32 relationship state at library_state_day's end
+    library_state_day: np.ndarray  # (U, L) int32 day the stored state is as of
+    library_first_day: np.ndarray  # (U, L) int32 day of the first stream
+    library_days_active: np.ndarray  # (U, L) int32 days with >= 1 stream
+    library_minutes: np.ndarray  # (U, L) float32 minutes streamed
+    library_today: np.ndarray  # (U, L) bool streamed today
+    library_pinned: np.ndarray  # (U, L) bool never forgotten (followed by an experiment)
+    today_latent_sum: np.ndarray  # (U, D) float32 sum of latents streamed today
+    today_streams: np.ndarray  # (U,) int32
+
+    @property
+    def n_users(self) -> int:
+        return len(self.taste)
+
+
+@dataclass(frozen=True)
+class Response:
+    """Responses to B recommended songs."""
+
+    utility: np.ndarray  # (B,) float32 listen utility (noise included)
+    skip_level: np.ndarray  # (B,) int8 0..3
+    listen_fraction: np.ndarray  # (B,) float32
+    liked: np.ndarray  # (B,) bool
+    listened: np.ndarray  # (B,) bool streamed >= min_stream_seconds
+    minutes: np.ndarray  # (B,) float32
+
+
+def initial_state(
+    n_users: int,
+    corpus: Corpus,
+    config: SimulatorConfig,
+    betas: tuple[float, ...],
+    rng: np.random.Generator,
+) -> UserState:
+    """Draw ``n_users`` fresh users (all alive, nothing known yet)."""
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    dim, slots, n_betas = corpus.latent_dim, config.library_size, len(betas)
+    anchors = rng.integers(0, len(corpus), n_users)
+    noise = rng.standard_normal((n_users, dim)) * (
+        config.taste_noise * corpus.latent_scale / np.sqrt(dim)
+    )
+    taste = (corpus.latents[anchors] + noise).astype(np.float32)
+    # The anchor and its nearest neighbours: the songs nearest the taste (taste = anchor +
+    # noise) without a kNN query per user.
+    pool_size = min(config.home_pool_size, corpus.neighbours.shape[1] + 1)
+    home_pool = np.concatenate(
+        [anchors[:, None], corpus.neighbours[anchors, : pool_size - 1]], axis=1
+    )
+    home_pool = np.where(home_pool >= 0, home_pool, anchors[:, None])
+    return UserState(
+        taste=taste,
+        activity=rng.beta(config.activity_alpha, config.activity_beta, n_users).astype(np.float32),
+        continue_prob=rng.beta(config.continue_alpha, config.continue_beta, n_users).astype(
+            np.float32
+        ),
+        utility_bias=(config.user_bias_std * rng.standard_normal(n_users)).astype(np.float32),
+        like_bias=(config.like_bias_std * rng.standard_normal(n_users)).astype(np.float32),
+        organic_bias=(config.organic_bias_std * rng.standard_normal(n_users)).astype(np.float32),
+        alive=np.ones(n_users, bool),
+        churn_day=np.full(n_users, NO_DAY, np.int32),
+        home_pool=home_pool.astype(np.int32),
+        library_item=np.full((n_users, slots), -1, np.int32),
+        library_state=np.zeros((n_users, slots, n_betas), np.float32),
+        library_state_day=np.zeros((n_users, slots), np.int32),
+        library_first_day=np.full((n_users, slots), NO_DAY, np.int32),
+        library_days_active=np.zeros((n_users, slots), np.int32),
+        library_minutes=np.zeros((n_users, slots), np.float32),
+        library_today=np.zeros((n_users, slots), bool),
+        library_pinned=np.zeros((n_users, slots), bool),
+        today_latent_sum=np.zeros((n_users, dim), np.float32),
+        today_streams=np.zeros(n_users, np.int32),
+    )
+
+
+def library_slots(state: UserState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(B,) users x (B, K) song rows -> (B, K) library slot of each song, -1 if unknown."""
+    library = state.library_item[users]  # (B, L)
+    match = (items[:, :, None] == library[:, None, :]) & (items[:, :, None] >= 0)  # (B, K, L)
+    return np.where(match.any(axis=2), match.argmax(axis=2), -1)
+
+
+def relationship_now(
+    state: UserState, users: np.ndarray, slots: np.ndarray, day: int, betas: np.ndarray
+) -> np.ndarray:
+    """Relationship state of library slots during ``day`` (as of the end of day - 1).
+
+    ``users`` and ``slots`` broadcast together (e.g. (B, 1) and (B, K)); returns (..., R).
+    """
+    idle_days = (day - 1) - state.library_state_day[users, slots]
+    return state.library_state[users, slots] * _decay_table(betas, day + 1)[idle_days]
+
+
+_DECAY_TABLES: dict[tuple[float, ...], np.ndarray] = {}
+
+
+def _decay_table(betas: np.ndarray, n_days: int) -> np.ndarray:
+    """(>= n_days, R) float32 table of beta^n (``relationship_after_days`` of a unit state),
+    cached per betas: a lookup is far cheaper than a power per slot and step."""
+    key = tuple(float(b) for b in np.asarray(betas).ravel())
+    table = _DECAY_TABLES.get(key)
+    if table is None or len(table) < n_days:
+        size = max(n_days, 2 * (0 if table is None else len(table)), 128)
+        table = relationship_after_days(
+            np.ones(len(key), np.float32), np.arange(size), np.asarray(key, np.float32)
+        )
+        _DECAY_TABLES[key] = table
+    return table
+
+
+def relationship_of(
+    state: UserState, users: np.ndarray, items: np.ndarray, day: int, betas: np.ndarray
+) -> np.ndarray:
+    """(B,) users x (B, K) song rows -> (B, K, R) relationship states during ``day``
+    (0 when the song is unknown)."""
+    slots = library_slots(state, users, items)
+    states = np.zeros((*slots.shape, len(betas)), np.float32)
+    known = np.nonzero(slots >= 0)  # few candidates are known: gather only those
+    states[known] = relationship_now(state, users[known[0]], slots[known], day, betas)
+    return states
+
+
+def listen_utility_mean(
+    state: UserState,
+    corpus: Corpus,
+    config: SimulatorConfig,
+    users: np.ndarray,  # (B,)
+    current: np.ndarray,  # (B,) song rows, -1 for none (a cold recommendation)
+    items: np.ndarray,  # (B,)
+    relationship_long: np.ndarray,  # (B,) long-memory relationship state with the item
+    weekend: np.ndarray | bool,
+) -> np.ndarray:
+    """Noise-free listen utility of recommending ``items`` (B,)."""
+    scale2 = corpus.latent_scale**2
+    item_latents = corpus.latents[items]
+    taste_d2 = ((state.taste[users] - item_latents) ** 2).sum(axis=1) / scale2
+    flow_d2 = np.where(
+        current >= 0,
+        ((corpus.latents[np.maximum(current, 0)] - item_latents) ** 2).sum(axis=1) / scale2,
+        0.0,
+    )
+    return (
+        state.utility_bias[users]
+        + corpus.clickiness[items]
+        - config.taste_weight * taste_d2
+        - config.flow_weight * flow_d2
+        + config.familiarity_weight * relationship_long
+        + config.weekend_utility * np.asarray(weekend, np.float32)
+    ).astype(np.float32)
+
+
+def stream_probability(mean_utility: np.ndarray, config: SimulatorConfig) -> np.ndarray:
+    """P(at least a late skip) = P(utility > second threshold): the chance a recommendation
+    becomes a stream for any song longer than min_stream_seconds / listen_fraction_edges[1]."""
+    return 1.0 / (1.0 + np.exp(-(mean_utility - config.skip_thresholds[1])))
+
+
+def next_response(
+    state: UserState,
+    corpus: Corpus,
+    config: SimulatorConfig,
+    users: np.ndarray,
+    current: np.ndarray,
+    items: np.ndarray,
+    relationship_long: np.ndarray,
+    weekend: np.ndarray | bool,
+    rng: np.random.Generator,
+) -> Response:
+    """Draw the responses of ``users`` to the recommended ``items`` (all (B,))."""
+    batch = len(users)
+    mean = listen_utility_mean(
+        state, corpus, config, users, current, items, relationship_long, weekend
+    )
+    uniform = rng.random((3, batch))
+    utility = mean + np.log(uniform[0]) - np.log1p(-uniform[0])  # logistic noise
+    skip_level = np.searchsorted(np.asarray(config.skip_thresholds), utility).astype(np.int8)
+    lower = np.asarray((0.0, *config.listen_fraction_edges[:2], 1.0), np.float32)[skip_level]
+    upper = np.asarray((*config.listen_fraction_edges, 1.0), np.float32)[skip_level]
+    listen_fraction = (lower + (upper - lower) * uniform[1]).astype(np.float32)
+    seconds = listen_fraction * corpus.durations_s[items]
+    like_logit = (
+        config.like_intercept + state.like_bias[users] + 0.5 * (utility - config.skip_thresholds[2])
+    )
+    liked = (skip_level == 3) & (uniform[2] < 1.0 / (1.0 + np.exp(-like_logit)))
+    return Response(
+        utility=utility.astype(np.float32),
+        skip_level=skip_level,
+        listen_fraction=listen_fraction,
+        liked=liked,
+        listened=seconds >= config.min_stream_seconds,
+        minutes=(seconds / 60.0).astype(np.float32),
+    )
+
+
+def record_streams(
+    state: UserState,
+    corpus: Corpus,
+    users: np.ndarray,  # (B,) distinct users
+    items: np.ndarray,  # (B,)
+    streamed: np.ndarray,  # (B,) bool
+    minutes: np.ndarray,  # (B,)
+    day: int,
+    betas: np.ndarray,
+) -> None:
+    """Book streams into the users' libraries (new songs take a free or forgotten slot).
+
+    ``users`` must be distinct within one call (one decision per session per step).
+    """
+    users, items, minutes = users[streamed], items[streamed], minutes[streamed]
+    if not len(users):
+        return
+    slots = library_slots(state, users, items[:, None])[:, 0]
+    new = slots < 0
+    if np.any(new):
+        new_users = users[new]
+        # Free slots first (-inf), then the weakest long memory; pinned slots never.
+        free = state.library_item[new_users] < 0
+        chosen = free.argmax(axis=1)
+        full = np.flatnonzero(~free.any(axis=1))
+        if len(full):
+            # A full library forgets the song with the weakest long memory (never a pinned one).
+            full_users = new_users[full]
+            idle_days = (day - 1) - state.library_state_day[full_users]
+            long_memory = (
+                state.library_state[full_users, :, -1] * _decay_table(betas, day + 1)[idle_days, -1]
+            )
+            chosen[full] = np.where(state.library_pinned[full_users], np.inf, long_memory).argmin(
+                axis=1
+            )
+        state.library_item[new_users, chosen] = items[new]
+        state.library_state[new_users, chosen] = 0.0
+        state.library_state_day[new_users, chosen] = day - 1
+        state.library_first_day[new_users, chosen] = day
+        state.library_days_active[new_users, chosen] = 0
+        state.library_minutes[new_users, chosen] = 0.0
+        state.library_today[new_users, chosen] = False
+        slots[new] = chosen
+    state.library_today[users, slots] = True
+    state.library_minutes[users, slots] += minutes
+    state.today_latent_sum[users] += corpus.latents[items]
+    state.today_streams[users] += 1
+
+
+@dataclass(frozen=True)
+class OrganicListens:
+    """One day's organic returns: (user, song) pairs with streams and minutes."""
+
+    users: np.ndarray  # (E,) int64
+    items: np.ndarray  # (E,) int32
+    streams: np.ndarray  # (E,) int32
+    minutes: np.ndarray  # (E,) float32
+
+
+def organic_returns(
+    state: UserState,
+    corpus: Corpus,
+    config: SimulatorConfig,
+    users: np.ndarray,  # (A,) users active today
+    day: int,
+    betas: np.ndarray,
+    rng: np.random.Generator,
+) -> OrganicListens:
+    """Draw organic returns of active users to songs they know (stickiness-driven)."""
+    # Only known songs can be returned to: work on the flat (user, slot) pairs.
+    rows, slots = np.nonzero(state.library_item[users] >= 0)
+    user_rows = users[rows]
+    song_rows = state.library_item[user_rows, slots]
+    scale2 = corpus.latent_scale**2
+    taste_d2 = ((state.taste[user_rows] - corpus.latents[song_rows]) ** 2).sum(-1) / scale2
+    logit = (
+        corpus.stickiness[song_rows]
+        + state.organic_bias[user_rows]
+        + relationship_now(state, user_rows, slots, day, betas)
+        @ np.asarray(config.habit_weights, np.float32)
+        - config.organic_taste_weight * taste_d2
+    )
+    returned = rng.random(len(rows)) < 1.0 / (1.0 + np.exp(-logit))
+    user_rows, slots, song_rows = user_rows[returned], slots[returned], song_rows[returned]
+    streams = 1 + rng.poisson(config.organic_streams_mean, len(user_rows))
+    minutes = streams * corpus.durations_s[song_rows] / 60.0 * rng.uniform(0.7, 1.0, len(user_rows))
+    state.library_today[user_rows, slots] = True
+    state.library_minutes[user_rows, slots] += minutes.astype(np.float32)
+    return OrganicListens(
+        user_rows, song_rows.astype(np.int32), streams.astype(np.int32), minutes.astype(np.float32)
+    )
+
+
+def end_of_day(
+    state: UserState,
+    config: SimulatorConfig,
+    betas: np.ndarray,
+    day: int,
+    rng: np.random.Generator,
+    users: np.ndarray | None = None,  # restrict to these users (the Env); None = everyone
+) -> None:
+    """Close ``day``: book active days, relationship update, taste drift, churn.
+
+    Only the slots streamed today change: s = beta * s_yesterday + (1 - beta), stored as of
+    today (``update_relationship_state``); every other slot decays lazily (see module doc).
+    """
+    if users is None:
+        stream_users, stream_slots = np.nonzero(state.library_today)
+        rows = np.flatnonzero(state.alive)
+    else:
+        rows = users[state.alive[users]]
+        row_index, stream_slots = np.nonzero(state.library_today[users])
+        stream_users = users[row_index]
+    yesterday = relationship_now(state, stream_users, stream_slots, day, betas)
+    state.library_state[stream_users, stream_slots] = update_relationship_state(
+        yesterday, np.ones(len(stream_users), bool), betas
+    )
+    state.library_state_day[stream_users, stream_slots] = day
+    state.library_days_active[stream_users, stream_slots] += 1
+    state.library_today[stream_users, stream_slots] = False
+    streamed = rows[state.today_streams[rows] > 0]
+    if len(streamed) and config.taste_drift > 0:
+        mean_latent = state.today_latent_sum[streamed] / state.today_streams[streamed][:, None]
+        state.taste[streamed] += config.taste_drift * (mean_latent - state.taste[streamed])
+    state.today_latent_sum[streamed] = 0.0
+    state.today_streams[streamed] = 0
+    churned = rows[rng.random(len(rows)) < config.churn_rate]
+    state.alive[churned] = False
+    state.churn_day[churned] = day
+
+
+def next_state(
+    state: UserState,
+    corpus: Corpus,
+    config: SimulatorConfig,
+    betas: np.ndarray,
+    active_users: np.ndarray,  # (A,) users who opened the app today
+    day: int,
+    rng: np.random.Generator,
+    users: np.ndarray | None = None,
+) -> OrganicListens:
+    """The whole daily transition: ``organic_returns`` then ``end_of_day``."""
+    organic = organic_returns(state, corpus, config, active_users, day, betas, rng)
+    end_of_day(state, config, betas, day, rng, users)
+    return organic
