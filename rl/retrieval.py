@@ -109,7 +109,8 @@ class KnnIndex:
             count = min(k, len(row_list))
             out_rows[query, :count] = row_list[:count]
             out_distances[query, :count] = distance_list[:count]
-        track_ids = np.where(out_rows >= 0, self.track_ids[np.maximum(out_rows, 0)], None)
+        track_ids = self.track_ids[np.maximum(out_rows, 0)]
+        track_ids[out_rows < 0] = None
         return Neighbours(rows=out_rows, track_ids=track_ids, distances=out_distances)
 
     def neighbours_of_tracks(
@@ -125,16 +126,16 @@ class KnnIndex:
     ) -> list[set[int]]:
         if exclude is None:
             return [set() for _ in range(batch)]
-        exclude = list(exclude)
-        per_query = len(exclude) == batch and all(not isinstance(item, str) for item in exclude)
+        items: list = list(exclude)
+        per_query = len(items) == batch and all(not isinstance(item, str) for item in items)
         if per_query:
-            sets = [set(item) for item in exclude]
+            sets: list[set[str]] = [set(item) for item in items]
         else:
-            if any(not isinstance(item, str) for item in exclude):
+            if any(not isinstance(item, str) for item in items):
                 raise RetrievalError(
                     f"exclude must be one set of track ids or {batch} sets (one per query)"
                 )
-            sets = [set(exclude)] * batch
+            sets = [set(items)] * batch
         # Unknown ids in an exclude set cannot be returned anyway: ignore them.
         return [{self.row_of[t] for t in ids if t in self.row_of} for ids in sets]
 
