@@ -3,8 +3,9 @@
 validate  checks cluster.yaml against Ray's cluster-launcher schema and Encore's rules,
           serve_config.yaml against Serve's schema (and that its replicas fit the node
           types), and that the storage URIs are reachable; exit 1 listing every problem.
-proof     runs Encore on a local fake multi-node cluster with Ray's autoscaler (see
-          rl/cluster_proof.py): serve + load, a training job, the registry, teardown.
+proof     runs Encore on a local fake multi-node cluster with Ray's autoscaler (stages in
+          rl/cluster_proof.py, the cluster's start/stop/observation in rl/fake_cluster.py):
+          serve + load, a training job, the registry, teardown.
 
     encore cluster validate cluster.yaml serve_config.yaml
     encore cluster proof            # about 5-10 minutes on 2 cores

@@ -227,13 +227,6 @@ def _run_logged(sim: Simulator, days: int, log_uri: str) -> None:
         sim.run(days, writer)
 
 
-def _stream_minutes_now(sim: Simulator, followed) -> np.ndarray:
-    """Minutes of the one-off stream just booked (recommend_once does not log it)."""
-    slots = library_slots(sim.state, followed.users, followed.items[:, None])[:, 0]
-    now = np.where(slots >= 0, sim.state.library_minutes[followed.users, np.maximum(slots, 0)], 0.0)
-    return np.where(followed.listened, now - followed.last_seen_minutes, 0.0)
-
-
 def per_user_minutes(
     log_uri: str, sim: Simulator, start_day: int, n_days: int, bin_days: int
 ) -> pd.DataFrame:
@@ -307,8 +300,9 @@ def run_banner(
     predicted_personalised = models.stickiness.predict(batch.stickiness_features, chosen)
     predicted_unpersonalised = models.stickiness.predict_unpersonalised(chosen)
     start_day = sim.day
-    followed = sim.recommend_once(users, chosen, window=config.window_days)
-    day0_minutes = _stream_minutes_now(sim, followed)
+    recommendation = sim.recommend_once(users, chosen, window=config.window_days)
+    followed = recommendation.followed
+    day0_minutes = recommendation.stream_minutes  # the one-off stream is not in the log
     _run_logged(sim, config.window_days, f"{work_uri}/banner-log")
     outcomes = sim.followed_outcomes(followed)
     totals = per_user_minutes(
@@ -385,8 +379,10 @@ def run_shelf(
                 )
                 if look.any():
                     remaining = days - (sim.day - start_day)
-                    followed = sim.recommend_once(users[look], shelf[look, card], window=remaining)
-                    unlogged[users[look]] += _stream_minutes_now(sim, followed)
+                    recommendation = sim.recommend_once(
+                        users[look], shelf[look, card], window=remaining
+                    )
+                    unlogged[users[look]] += recommendation.stream_minutes
         _run_logged(sim, 7, f"{work_uri}/shelf-log/week-{_week}")
         if _week == 5:  # end of week 6: the paper's discovery metrics window
             discoveries = shelf_discoveries(world, config, start_day)

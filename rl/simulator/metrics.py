@@ -7,6 +7,8 @@ RecSim NG's "metrics" entity:
 - ``FollowedRecommendations`` follows one-off recommendations of a given song to given
   users for a window of days (60 by default): first stream (>= 30 s), active days with
   the song and minutes with the song - the paper's A/B metrics.
+- ``OneOffRecommendation`` is what ``Simulator.recommend_once`` returns: each user's
+  response on the day (stream, its minutes, like, reward) next to those books.
 """
 
 from __future__ import annotations
@@ -55,8 +57,12 @@ class DecisionBuffer:
         track_ids: pa.Array,  # (N,) string
         arm_names: pa.Array,  # (A,) string
         policy_versions: pa.Array,  # (A,) string
+        session_tag: str = "",
     ) -> pa.Table:
-        """The day's rows in DECISION_SCHEMA, ordered by session then position."""
+        """The day's rows in DECISION_SCHEMA, ordered by session then position.
+
+        Session ids are ``<user_id>-d<day>`` + ``session_tag`` (one-off recommendations
+        tag theirs, so they never join the day's listening session)."""
         data = self.concatenated()
         order = np.lexsort((data["position"], data["user"]))
         data = {name: values[order] for name, values in data.items()}
@@ -71,7 +77,9 @@ class DecisionBuffer:
         columns = {
             "user_id": user_id,
             # One session per user and day, so user and day name the session.
-            "session_id": pc.binary_join_element_wise(user_id, pa.scalar(f"d{day:04d}"), "-"),
+            "session_id": pc.binary_join_element_wise(
+                user_id, pa.scalar(f"d{day:04d}{session_tag}"), "-"
+            ),
             "day": pa.array(np.full(n, day, np.int32)),
             "position": pa.array(data["position"].astype(np.int32)),
             "timestamp": pa.array(data["timestamp"].astype(np.int64)),
@@ -218,3 +226,42 @@ class FollowedRecommendations:
                 "minutes": self.minutes,
             }
         )
+
+
+@dataclass(frozen=True)
+class OneOffRecommendation:
+    """What ``Simulator.recommend_once`` produced: the users' responses on the day of the
+    recommendation (all (F,), in call order) and the books that follow the song.
+
+    Churned users respond to nothing: not listened, skip level -1, no minutes, reward 0.
+    """
+
+    followed: FollowedRecommendations
+    """The window's books; pass to ``Simulator.followed_outcomes`` once days have run."""
+    stream_minutes: np.ndarray  # (F,) float32 minutes of the stream, 0 where not listened
+    listen_fraction: np.ndarray  # (F,) float32 share of the song played (0 for churned users)
+    liked: np.ndarray  # (F,) bool
+    reward: np.ndarray  # (F,) float32 seed-1 reward under the simulator's RewardConfig
+
+    @property
+    def users(self) -> np.ndarray:
+        return self.followed.users
+
+    @property
+    def items(self) -> np.ndarray:
+        return self.followed.items
+
+    @property
+    def listened(self) -> np.ndarray:
+        """(F,) bool streamed >= 30 s; its minutes are booked into the user's library."""
+        return self.followed.listened
+
+    @property
+    def first_stream(self) -> np.ndarray:
+        """(F,) bool listened, and the song was new to the user."""
+        return self.followed.first_stream
+
+    @property
+    def skip_level(self) -> np.ndarray:
+        """(F,) int8 0..3, -1 for churned users."""
+        return self.followed.skip_level

@@ -1,8 +1,9 @@
 """The simulation loop: users x days x sessions, with a pluggable policy and an optional log.
 
 Where it sits: ``encore simulate`` and the benchmark run it to produce the feedback log
-that offline PPO trains on; the A/B harness (rl/longterm/) uses ``recommend_once`` and
-``followed_outcomes`` to measure 60-day outcomes of a single recommendation; the Gym Env
+that offline PPO trains on; the A/B harness (rl/longterm/) uses ``recommend_once`` (the
+day's response, optionally logged) and ``followed_outcomes`` to measure 60-day outcomes of
+a single recommendation; the Gym Env
 (rl/simulator/env.py) reuses its pieces for one session at a time.
 
 One simulated day:
@@ -36,6 +37,7 @@ from rl.simulator.metrics import (
     EPOCH_START_S,
     DecisionBuffer,
     FollowedRecommendations,
+    OneOffRecommendation,
     RunSummary,
     organic_table,
 )
@@ -159,6 +161,7 @@ class Simulator:
         self.day = 0
         self.summary = RunSummary(users=n_users)
         self.followed: list[FollowedRecommendations] = []
+        self._one_off_calls = 0  # tags the logged sessions of recommend_once calls
 
     @property
     def n_users(self) -> int:
@@ -307,19 +310,33 @@ class Simulator:
 
     # -- one-off recommendations (the A/B hook) ------------------------------------------
     def recommend_once(
-        self, users: np.ndarray, items: np.ndarray, window: int = 60
-    ) -> FollowedRecommendations:
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        window: int = 60,
+        writer: FeedbackLogWriter | None = None,
+        arm: str | Sequence[str] = "",
+        hour: int | np.ndarray = 12,
+    ) -> OneOffRecommendation:
         """Recommend song row ``items[j]`` to user ``users[j]`` once, today, and follow it.
 
         "Today" is ``self.day``, the day the next ``run``/``run_day`` simulates; call this
         between days. Each user responds (skip level, stream or not) like to any
         recommendation made without a current song; a stream enters the user's library, so
         organic returns can follow, driven by the song's stickiness and the relationship
-        state. For ``window`` days from today (today included) the simulator books, per
-        (user, song), the active days and minutes with the song from any source. Read
-        them with ``followed_outcomes`` once ``self.day >= day + window`` (or earlier for
-        partial outcomes). Users must be distinct within one call; churned users respond
-        to nothing and keep zero outcomes.
+        state. The returned ``OneOffRecommendation`` holds today's responses (stream,
+        its minutes, like, reward) and, in ``.followed``, the books that for ``window``
+        days from today (today included) count, per (user, song), the active days and
+        minutes with the song from any source. Read them with ``followed_outcomes`` once
+        ``self.day >= day + window`` (or earlier for partial outcomes). Users must be
+        distinct within one call; churned users respond to nothing and keep zero outcomes.
+
+        With ``writer``, each live user's impression is logged as a one-step decision row:
+        the song is the only candidate (chosen with log-probability 0) and stands in for
+        the current song (nothing is playing), ``arm`` (one name, or one per user) is its
+        arm and policy version, ``hour`` (scalar or per user) its hour of day, and its
+        session id is tagged ``-once<n>`` so it never joins a listening session. Logging
+        draws no random numbers: a run is the same with or without it.
         """
         users = np.asarray(users, np.int64)
         items = np.asarray(items, np.int64)
@@ -331,13 +348,16 @@ class Simulator:
             raise ValueError("users must be distinct within one recommend_once call")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        arms = np.broadcast_to(np.asarray(arm, dtype=str), users.shape)
+        hours = np.broadcast_to(np.asarray(hour, np.int64), users.shape)
+        if np.any((hours < 0) | (hours > 23)):
+            raise ValueError(f"hour must be in 0..23, got values {np.unique(hours)}")
         state, config = self.state, self.config
         weekend = self.day % 7 >= 5
         known_slot = library_slots(state, users, items[:, None])[:, 0]
         known = known_slot >= 0
-        relationship_long = relationship_of(state, users, items[:, None], self.day, self.betas)[
-            :, 0, -1
-        ]
+        relationship = relationship_of(state, users, items[:, None], self.day, self.betas)
+        relationship_long = relationship[:, 0, -1]
         no_current = np.full(len(users), -1, np.int64)
         mean_utility = listen_utility_mean(
             state, self.corpus, config, users, no_current, items, relationship_long, weekend
@@ -374,7 +394,58 @@ class Simulator:
             last_seen_minutes=last_seen.astype(np.float32),
         )
         self.followed.append(followed)
-        return followed
+        reward = compute_reward(
+            response.listen_fraction, response.liked, response.skip_level, self.reward_config
+        )
+        result = OneOffRecommendation(
+            followed=followed,
+            stream_minutes=np.where(listened, response.minutes, 0.0).astype(np.float32),
+            listen_fraction=np.where(alive, response.listen_fraction, 0.0).astype(np.float32),
+            liked=response.liked & alive,
+            reward=np.where(alive, reward, 0.0).astype(np.float32),
+        )
+        if writer is not None:
+            self._log_one_off(writer, result, relationship, arms, hours, alive)
+        self._one_off_calls += 1
+        return result
+
+    def _log_one_off(
+        self,
+        writer: FeedbackLogWriter,
+        result: OneOffRecommendation,
+        relationship: np.ndarray,  # (F, 1, R)
+        arms: np.ndarray,  # (F,) str
+        hours: np.ndarray,  # (F,) int
+        alive: np.ndarray,  # (F,) bool
+    ) -> None:
+        """Write the live users' one-off impressions as one-step decision rows."""
+        rows = np.flatnonzero(alive)
+        if not len(rows):
+            return
+        users, items = result.users[rows], result.items[rows]
+        arm_names, arm_codes = np.unique(arms[rows], return_inverse=True)
+        buffer = DecisionBuffer()
+        buffer.add(
+            user=users, position=np.zeros(len(rows), np.int32),
+            timestamp=EPOCH_START_S + self.day * 86_400 + hours[rows] * 3_600,
+            hour=hours[rows], weekday=np.full(len(rows), self.day % 7, np.int8),
+            current=items, candidates=items[:, None], relationship=relationship[rows],
+            taste=self.state.taste[users], action=np.zeros(len(rows), np.int64), chosen=items,
+            logp=np.zeros(len(rows), np.float32), listened=result.listened[rows],
+            listen_fraction=result.listen_fraction[rows], liked=result.liked[rows],
+            skip_level=result.skip_level[rows], reward=result.reward[rows], arm=arm_codes,
+        )  # fmt: skip
+        names = pa.array(arm_names.tolist(), pa.string())
+        writer.append(
+            buffer.to_table(
+                self.day,
+                self._user_ids,
+                self._track_ids,
+                names,
+                names,
+                session_tag=f"-once{self._one_off_calls}",
+            )
+        )
 
     def _update_followed(self, day: int) -> None:
         """Book today's streams of followed songs (called before the day's end resets them)."""

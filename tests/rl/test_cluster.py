@@ -247,7 +247,8 @@ def test_fake_config_keeps_node_types_and_scales_down(cluster_config):
 def test_proof_on_fake_multinode_cluster(tmp_path):
     """``encore cluster proof``: nodes are added under load, a job trains and registers."""
     from rl import paths
-    from rl.cluster_proof import ProofConfig, _processes_with_marker, run_proof
+    from rl.cluster_proof import ProofConfig, run_proof
+    from rl.fake_cluster import processes_with_marker
 
     if not os.path.exists(SERVE_CONFIG):
         pytest.skip("serve_config.yaml not in the repo yet")
@@ -261,4 +262,4 @@ def test_proof_on_fake_multinode_cluster(tmp_path):
     assert report.requests_ok > 0
     assert max(report.peak_replicas.values()) >= 2, "Serve added no replica under load"
     assert report.processes_stopped > 0
-    assert not _processes_with_marker("never-a-marker")
+    assert not processes_with_marker("never-a-marker")

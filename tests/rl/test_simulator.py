@@ -13,7 +13,13 @@ from rl.retrieval import brute_force_topk
 from rl.simulator import Simulator, SimulatorConfig, build_corpus
 from rl.simulator.calibration import calibrate_skip_thresholds, skip_shares_of_run
 from rl.simulator.recommender import retrieve_candidates
-from rl.simulator.user import end_of_day, initial_state, record_streams, relationship_of
+from rl.simulator.user import (
+    end_of_day,
+    initial_state,
+    library_slots,
+    record_streams,
+    relationship_of,
+)
 
 LAYOUT = ObservationLayout(k=4)
 
@@ -26,6 +32,12 @@ def small_corpus(n_songs=800, seed=0, config=None):
         latents, track_ids, LAYOUT.k, config or SimulatorConfig(), rng,
         durations_s=rng.uniform(120, 320, n_songs), popularity=rng.uniform(0, 100, n_songs),
     )  # fmt: skip
+
+
+def library_minutes_of(state, users, items):
+    """Minutes booked in the users' libraries for the songs (0 where not in the library)."""
+    slots = library_slots(state, users, items[:, None])[:, 0]
+    return np.where(slots >= 0, state.library_minutes[users, np.maximum(slots, 0)], 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +187,7 @@ def test_recommend_once_follows_outcomes_and_stickiness_drives_returns():
     sticky, fleeting = order[-50:], order[:50]
     users = np.arange(4000)
     items = np.where(users % 2 == 0, sticky[users % 50], fleeting[users % 50])
-    followed = simulator.recommend_once(users, items, window=60)
+    followed = simulator.recommend_once(users, items, window=60).followed
     simulator.run(60)
     outcomes = simulator.followed_outcomes(followed)
     assert (outcomes["days_observed"] == 60).all()
@@ -191,6 +203,64 @@ def test_recommend_once_follows_outcomes_and_stickiness_drives_returns():
     # The ground-truth stream probability is a calibrated predictor of the stream.
     assert abs(outcomes["stream_probability"].mean() - outcomes["listened"].mean()) < 0.05
     assert not simulator.state.library_pinned.any()  # pins released when the window closed
+
+
+def test_recommend_once_returns_the_response_and_logs_impressions(corpus, tmp_path):
+    from rl.feedback_log import FeedbackLogWriter, read_decisions_table
+    from rl.reward import compute_reward
+
+    silent, logged = (Simulator(corpus, 600, logging_policy(corpus), LAYOUT, seed=4) for _ in "ab")
+    for simulator in (silent, logged):
+        simulator.run(3)
+        simulator.state.alive[:20] = False  # churned users respond to nothing
+    users = np.arange(0, 600, 2)
+    # Half the songs already streamed by the user (known), half most likely new.
+    known_items = np.maximum(logged.state.library_item[users, 0], 0)
+    items = np.where(users % 4 == 0, known_items, np.arange(len(users)) % len(corpus))
+    arms = np.where(users % 3 == 0, "banner:control", "banner:personalised")
+    known_before = library_slots(logged.state, users, items[:, None])[:, 0] >= 0
+    minutes_before = library_minutes_of(logged.state, users, items)
+
+    quiet = silent.recommend_once(users, items, window=10)
+    with FeedbackLogWriter(str(tmp_path / "log"), k=LAYOUT.k, n_betas=4) as writer:
+        result = logged.recommend_once(users, items, window=10, writer=writer, arm=arms, hour=9)
+        again = logged.recommend_once(
+            users[-10:], (items[-10:] + 1) % len(corpus), writer=writer, arm="x"
+        )
+
+    # The returned minutes are the minutes booked into the library (naive reference).
+    booked = library_minutes_of(logged.state, users, items) - minutes_before
+    np.testing.assert_allclose(
+        result.stream_minutes, np.where(result.listened, booked, 0.0), rtol=1e-5, atol=1e-4
+    )
+    assert ((result.stream_minutes > 0) == result.listened).all() and result.listened.sum() > 20
+    np.testing.assert_array_equal(result.first_stream, result.listened & ~known_before)
+    churned = users < 20
+    assert (result.skip_level[churned] == -1).all() and not result.listened[churned].any()
+    assert (result.reward[churned] == 0).all() and not result.liked[churned].any()
+    live = result.skip_level >= 0  # also users who churned during the 3 days
+    assert live.sum() > 200 and not live[churned].any()
+    expected_reward = compute_reward(
+        result.listen_fraction[live], result.liked[live], result.skip_level[live]
+    )
+    np.testing.assert_allclose(result.reward[live], expected_reward)
+    # Logging draws no random numbers: the silent twin got the same responses.
+    for name in ("stream_minutes", "listen_fraction", "liked", "reward", "skip_level"):
+        np.testing.assert_array_equal(getattr(quiet, name), getattr(result, name))
+
+    log = read_decisions_table(str(tmp_path / "log")).to_pandas()
+    assert writer.quarantined_rows == 0
+    first = log[log["session_id"].str.endswith("-once0")].sort_values("user_id")
+    assert len(first) == live.sum() and len(log) == len(first) + (again.skip_level >= 0).sum()
+    assert (first["user_id"].to_numpy() == logged.user_ids(users[live])).all()
+    assert (first["arm"].to_numpy() == arms[live]).all()
+    assert (first["chosen_track_id"].to_numpy() == corpus.track_ids[items[live]]).all()
+    assert (first["listened"].to_numpy() == result.listened[live]).all()
+    np.testing.assert_allclose(first["reward"], result.reward[live])
+    assert (first["hour"] == 9).all() and (first["behaviour_logp"] == 0).all()
+    assert (first["day"] == 3).all() and (first["position"] == 0).all()
+    second = log[log["session_id"].str.endswith("-once1")]
+    assert set(second["arm"]) == {"x"} and len(second) > 0
 
 
 def test_calibrated_skip_shares_within_5_points_of_mssd():
