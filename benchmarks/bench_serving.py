@@ -1,0 +1,335 @@
+"""Load benchmark of the served app: Ray Serve (HTTP and gRPC) against an in-process baseline.
+
+What it does: starts the Serve app (services/app.py) on a local 2-CPU Ray, and the same
+models in one uvicorn process (services/inprocess.py, the baseline), then drives
+``/v1/recommend`` on loopback at concurrency 1, 8 and 32, each for a bounded time and
+count, and prints p50/p99 latency and throughput side by side with the Serve/baseline
+ratio. Last, the hot-swap under steady load: two registry versions are promoted while
+requests flow; it prints failed requests and the longest gap between responses.
+
+Run: ``.venv/bin/python benchmarks/bench_serving.py [--seconds 6] [--max-requests 4000]``.
+Expect a few minutes. Targets (issue 5): Serve >= 0.5x the baseline's throughput at
+concurrency 32 with p99 < 100 ms on 2 cores; zero failures and no gap > 1 s in a swap.
+The load generator shares the 2 cores with the servers, as a client on loopback does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summarise(latencies: list[float], elapsed: float, failures: int) -> dict[str, float]:
+    values = np.asarray(latencies) * 1000.0
+    return {
+        "requests": len(values),
+        "failures": failures,
+        "throughput": len(values) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+    }
+
+
+async def http_load(
+    url: str, tracks: list[str], concurrency: int, seconds: float, max_requests: int
+) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def worker(worker_id: int) -> None:
+            nonlocal failures
+            i = 0
+            while time.perf_counter() < deadline and len(latencies) + failures < max_requests:
+                body = {
+                    "user_id": f"bench-{worker_id}",
+                    "track_id": tracks[(worker_id * 7919 + i) % len(tracks)],
+                }
+                i += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post("/v1/recommend", json=body)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        return summarise(latencies, time.perf_counter() - started, failures)
+
+
+async def grpc_load(
+    target: str, tracks: list[str], concurrency: int, seconds: float, max_requests: int
+) -> dict:
+    import grpc
+
+    from services.proto import encore_pb2, encore_pb2_grpc
+
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = encore_pb2_grpc.RecommenderStub(channel)
+        metadata = (("application", "encore"),)
+
+        async def worker(worker_id: int) -> None:
+            nonlocal failures
+            i = 0
+            while time.perf_counter() < deadline and len(latencies) + failures < max_requests:
+                request = encore_pb2.RecommendRequest(
+                    user_id=f"bench-{worker_id}",
+                    track_id=tracks[(worker_id * 7919 + i) % len(tracks)],
+                )
+                i += 1
+                started = time.perf_counter()
+                try:
+                    await stub.Recommend(request, metadata=metadata, timeout=30)
+                    latencies.append(time.perf_counter() - started)
+                except grpc.RpcError as exc:
+                    failures += 1
+                    if failures <= 3:
+                        print(f"gRPC failure: {exc.code()} {exc.details()}", file=sys.stderr)
+
+        started = time.perf_counter()
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        return summarise(latencies, time.perf_counter() - started, failures)
+
+
+def wait_http(url: str, timeout_s: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (
+                httpx.post(
+                    f"{url}/v1/recommend", json={"user_id": "w", "track_id": "x"}, timeout=5
+                ).status_code
+                == 404
+            ):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def warm_up(url: str, tracks: list[str]) -> None:
+    asyncio.run(http_load(url, tracks, 8, 2.0, 300))
+
+
+def hot_swap_under_load(
+    url: str, tracks: list[str], registry_uri: str, work: str, seconds: float
+) -> dict:
+    """Promote two fresh versions while 8 clients send requests; failures and the worst gap."""
+    import threading
+
+    import httpx
+    import torch
+
+    from rl.observation import ObservationLayout
+    from rl.registry import MODULE_SUBPATH, ModelRegistry
+    from rl.training.module import build_module
+
+    registry = ModelRegistry(registry_uri)
+    versions = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        checkpoint = os.path.join(work, f"checkpoint-{seed}")
+        build_module(ObservationLayout()).save_to_path(os.path.join(checkpoint, *MODULE_SUBPATH))
+        versions.append(
+            registry.register(
+                checkpoint,
+                algo="bench",
+                train_config={},
+                layout=ObservationLayout(),
+                data={},
+                metrics={},
+            ).version
+        )
+    answers: list[tuple[float, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client_loop(worker: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            i = 0
+            while not stop.is_set():
+                try:
+                    response = client.post(
+                        "/v1/recommend",
+                        json={"user_id": f"swap-{worker}", "track_id": tracks[i % len(tracks)]},
+                    )
+                    if response.status_code == 200:
+                        answers.append((time.monotonic(), response.json()["model_version"]))
+                    else:
+                        failures.append(str(response.status_code))
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                i += 1
+
+    threads = [threading.Thread(target=client_loop, args=(w,), daemon=True) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds / 3)
+    swaps = []
+    for version in versions:
+        promoted_at = time.monotonic()
+        registry.promote(version)
+        while time.monotonic() < promoted_at + 30 and not any(
+            v == version and t > promoted_at for t, v in answers[-50:]
+        ):
+            time.sleep(0.05)
+        swaps.append(time.monotonic() - promoted_at)
+        time.sleep(seconds / 3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    times = np.asarray(sorted(t for t, _ in answers))
+    return {
+        "requests": len(answers),
+        "failures": len(failures),
+        "max_gap_s": float(np.max(np.diff(times))) if len(times) > 1 else float("nan"),
+        "promote_to_served_s": [round(s, 2) for s in swaps],
+        "versions_seen": sorted({v for _, v in answers}),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each load run")
+    parser.add_argument(
+        "--max-requests", type=int, default=4000, help="request cap of each load run"
+    )
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--data", default=None, help="data root holding the embedding (default ./data)"
+    )
+    parser.add_argument("--skip-swap", action="store_true")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from rl import paths
+    from rl.embedding import ensure_song_embedding
+    from services.app import start_app
+
+    data_root = args.data or paths.data_dir()
+    work = tempfile.mkdtemp(prefix="encore-bench-serving-")
+    embedding = ensure_song_embedding(f"{data_root}/embedding", progress=False)
+    tracks = list(np.random.default_rng(0).choice(embedding.track_ids, 2000, replace=False))
+    settings = {
+        "data_root": data_root,
+        "registry_uri": f"{work}/registry",
+        "log_uri": f"{work}/log",
+        "journal_dir": f"{work}/journal",
+        "poll_interval_s": 0.5,
+    }
+    results: dict[str, dict[int, dict]] = {"baseline http": {}, "serve http": {}, "serve grpc": {}}
+
+    baseline_port = free_port()
+    baseline_env = {
+        **os.environ,
+        "ENCORE_SERVICE_ARGS": json.dumps({**settings, "journal_dir": f"{work}/journal-baseline"}),
+    }
+    baseline = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "services.inprocess:create_app", "--port", str(baseline_port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=baseline_env,
+    )  # fmt: skip
+    try:
+        baseline_url = f"http://127.0.0.1:{baseline_port}"
+        wait_http(baseline_url)
+        warm_up(baseline_url, tracks)
+        for concurrency in args.concurrency:
+            results["baseline http"][concurrency] = asyncio.run(
+                http_load(baseline_url, tracks, concurrency, args.seconds, args.max_requests)
+            )
+    finally:
+        baseline.terminate()
+        baseline.wait(timeout=30)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    swap = None
+    try:
+        http_port, grpc_port = free_port(), free_port()
+        urls = start_app(settings, http_port=http_port, grpc_port=grpc_port)
+        warm_up(urls["http"], tracks)
+        for concurrency in args.concurrency:
+            results["serve http"][concurrency] = asyncio.run(
+                http_load(urls["http"], tracks, concurrency, args.seconds, args.max_requests)
+            )
+            results["serve grpc"][concurrency] = asyncio.run(
+                grpc_load(urls["grpc"], tracks, concurrency, args.seconds, args.max_requests)
+            )
+        if not args.skip_swap:
+            swap = hot_swap_under_load(
+                urls["http"], tracks, settings["registry_uri"], work, seconds=9.0
+            )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    print(
+        f"\n/v1/recommend on loopback, {os.cpu_count()} cores, {args.seconds:.0f} s per run (cap {args.max_requests} requests)"
+    )
+    print(
+        f"{'system':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} {'x baseline':>10}"
+    )
+    for concurrency in args.concurrency:
+        base = results["baseline http"][concurrency]["throughput"]
+        for system, by_concurrency in results.items():
+            row = by_concurrency[concurrency]
+            ratio = row["throughput"] / base if base else float("nan")
+            print(
+                f"{system:<14} {concurrency:>4} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['failures']:>5} {ratio:>10.2f}"
+            )
+    if swap is not None:
+        print(
+            f"\nhot-swap under load (8 clients, 2 promotions): {swap['requests']} requests, "
+            f"{swap['failures']} failed, longest gap between responses {swap['max_gap_s']:.3f} s, "
+            f"promote -> served in {swap['promote_to_served_s']} s, versions {swap['versions_seen']}"
+        )
+    print(
+        json.dumps(
+            {
+                "results": {s: {str(c): r for c, r in v.items()} for s, v in results.items()},
+                "swap": swap,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

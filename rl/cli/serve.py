@@ -1,0 +1,91 @@
+"""``encore serve``: run the served app locally (Ray Serve, HTTP + gRPC) until Ctrl-C.
+``encore serve-demo``: the serving stage of the demo on its own (start, request, feedback, stop).
+
+Starts a local Ray (2 CPUs by default), deploys services/app.py with the embedded defaults
+(embedding, registry, service log under ./data), prints the URLs and keeps serving; the
+Scorer follows the registry's production pointer, so `encore promote VERSION` in another
+shell swaps the policy in without a restart. For a cluster use `serve deploy serve_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rl import paths
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve_parser = subparsers.add_parser(
+        "serve",
+        help="start the served app locally (HTTP + gRPC) and print its URLs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(serve_parser)
+    serve_parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    serve_parser.add_argument(
+        "--for-seconds",
+        type=float,
+        default=None,
+        help="stop after this long (default: until Ctrl-C)",
+    )
+    serve_parser.set_defaults(func=run_serve)
+
+    demo_parser = subparsers.add_parser(
+        "serve-demo", help="start the app, send real requests and feedback, show the log, stop"
+    )
+    _common(demo_parser)
+    demo_parser.set_defaults(func=run_serve_demo)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", default=None, help=f"generated-data root (default {paths.data_dir()})"
+    )
+    parser.add_argument("--catalog", default=None, help="catalog parquet URI (names, durations)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=9000)
+    parser.add_argument("-k", type=int, default=4, help="candidates per decision (the policy's k)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from services.app import start_app
+    from services.config import ServiceConfig
+
+    settings = {"data_root": args.data or paths.data_dir(), "k": args.k}
+    if args.catalog:
+        settings["catalog_uri"] = args.catalog
+    config = ServiceConfig.from_args(settings)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    try:
+        urls = start_app(config, http_port=args.http_port, grpc_port=args.grpc_port)
+        print(f"HTTP  {urls['http']}/v1/recommend  (OpenAPI docs: {urls['docs']})")
+        print(f"gRPC  {urls['grpc']}  (services/proto/encore.proto, metadata application=encore)")
+        print(f"feedback log: {config.log_uri}   registry: {config.registry_uri}")
+        print("Ctrl-C to stop", flush=True)
+        deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def run_serve_demo(args: argparse.Namespace) -> int:
+    from services.demo_stage import run_serving_demo
+
+    summary = run_serving_demo(
+        args.data or paths.data_dir(),
+        args.catalog,
+        k=args.k,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+    )
+    return 0 if summary["rows_landed"] == len(summary["feedback"]) else 1

@@ -1,0 +1,105 @@
+"""TrainConfig: every hyper-parameter of one offline training run, validated and frozen.
+
+The CLI builds it from flags, ``train.py`` turns it into an RLlib config, and the model
+registry stores it with the checkpoint it produced (``to_dict`` / ``from_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rl.training.module import DEFAULT_HIDDEN_SIZES
+
+ALGORITHMS = ("offline-ppo", "marwil", "bc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    algo: str = "offline-ppo"
+    """offline-ppo (our learner), marwil or bc (RLlib's own, as baselines)."""
+    iterations: int = 20
+    """Training iterations (RLlib ``train()`` calls); each runs ``updates_per_iteration``
+    minibatch updates."""
+    lr: float = 3e-4
+    """Adam learning rate; 1e-4..1e-3 works for the default model."""
+    gamma: float = 0.9
+    """Discount per decision within a session, in [0, 1]."""
+    lambda_: float = 0.95
+    """GAE lambda in [0, 1] (offline PPO; MARWIL uses 1.0 = Monte-Carlo returns)."""
+    clip: float = 0.2
+    """PPO's clip epsilon on the importance ratio, in (0, 1)."""
+    vf_coeff: float = 0.5
+    """Weight of the value loss, >= 0."""
+    entropy_coeff: float = 0.01
+    """Weight of the entropy bonus, >= 0."""
+    normalize_advantages: bool = True
+    """Standardise advantages per minibatch (offline PPO)."""
+    marwil_beta: float = 1.0
+    """MARWIL's advantage temperature in (0, 1] (ignored by the other algorithms)."""
+    grad_clip: float | None = 1.0
+    """Global gradient-norm clip, or None."""
+    hidden_sizes: tuple[int, ...] = field(default=DEFAULT_HIDDEN_SIZES)
+    """Hidden layer widths of the actor's candidate scorer and of the critic."""
+    train_batch_size: int = 512
+    """Decisions per minibatch update (per learner)."""
+    updates_per_iteration: int = 10
+    """Minibatch updates per iteration (per learner)."""
+    sessions_per_read_batch: int = 32
+    """Sessions decoded per Ray Data pre-learner call."""
+    num_learners: int = 0
+    """0 = learn in the driver process; N > 0 = N remote learner actors (a cluster)."""
+    seed: int = 0
+    """Seed of RLlib, torch and numpy."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
+        checks = [
+            (self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}"),
+            (0.0 <= self.lambda_ <= 1.0, f"lambda_ must be in [0, 1], got {self.lambda_}"),
+            (0.0 < self.clip < 1.0, f"clip must be in (0, 1), got {self.clip}"),
+            (self.vf_coeff >= 0, f"vf_coeff must be >= 0, got {self.vf_coeff}"),
+            (self.entropy_coeff >= 0, f"entropy_coeff must be >= 0, got {self.entropy_coeff}"),
+            (
+                0.0 < self.marwil_beta <= 1.0,
+                f"marwil_beta must be in (0, 1], got {self.marwil_beta}",
+            ),
+            (
+                self.grad_clip is None or self.grad_clip > 0,
+                f"grad_clip must be > 0 or None, got {self.grad_clip}",
+            ),
+            (
+                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
+                f"hidden_sizes must be positive, got {self.hidden_sizes}",
+            ),
+            (
+                self.train_batch_size >= 2,
+                f"train_batch_size must be >= 2, got {self.train_batch_size}",
+            ),
+            (
+                self.updates_per_iteration >= 1,
+                f"updates_per_iteration must be >= 1, got {self.updates_per_iteration}",
+            ),
+            (
+                self.sessions_per_read_batch >= 1,
+                f"sessions_per_read_batch must be >= 1, got {self.sessions_per_read_batch}",
+            ),
+            (self.num_learners >= 0, f"num_learners must be >= 0, got {self.num_learners}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        state = asdict(self)
+        state["hidden_sizes"] = list(self.hidden_sizes)
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})

@@ -1,0 +1,164 @@
+"""Online comparison in the simulator: trained policies against the logging policy.
+
+Where it sits: ``encore evaluate`` runs it after the off-policy estimates, so a version's
+OPE and its simulated online value can be read side by side. Users are assigned at
+random to arms (logging, offline PPO, MARWIL, BC ...), all arms share one simulated world
+for ``days`` days, and per arm we report the mean reward per decision and per-user
+outcomes over the whole window (reward, active days, streams from recommendations), each
+with a 95% bootstrap interval over users, plus the difference to the logging arm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rl.policy import DecisionPolicy
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+
+@dataclass(frozen=True)
+class ArmOutcome:
+    arm: str
+    users: int
+    decisions: int
+    reward_per_decision: Interval
+    reward_per_user: Interval
+    active_days_per_user: Interval
+    streams_per_user: Interval
+    reward_per_decision_vs_logging: Interval | None
+
+
+def _per_user_bootstrap(
+    numerators: np.ndarray,
+    denominators: np.ndarray | None,
+    rng: np.random.Generator,
+    n_bootstrap: int,
+) -> Interval:
+    """Ratio of sums (or mean) over users with a user-level percentile bootstrap."""
+    n = len(numerators)
+    rows = rng.integers(0, n, size=(n_bootstrap, n))
+    if denominators is None:
+        value, samples = numerators.mean(), numerators[rows].mean(1)
+    else:
+        value = numerators.sum() / max(denominators.sum(), 1)
+        samples = numerators[rows].sum(1) / np.maximum(denominators[rows].sum(1), 1)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return Interval(float(value), float(low), float(high))
+
+
+def _difference(
+    a: tuple[np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    n_bootstrap: int,
+) -> Interval:
+    """Reward per decision of arm a minus arm b (independent user populations)."""
+
+    def draws(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        rows = rng.integers(0, len(num), size=(n_bootstrap, len(num)))
+        return num[rows].sum(1) / np.maximum(den[rows].sum(1), 1)
+
+    value = a[0].sum() / max(a[1].sum(), 1) - b[0].sum() / max(b[1].sum(), 1)
+    low, high = np.percentile(draws(*a) - draws(*b), [2.5, 97.5])
+    return Interval(float(value), float(low), float(high))
+
+
+LOGGING_ARM = "logging"
+
+
+def compare_in_simulator(
+    trained: Mapping[str, DecisionPolicy],
+    n_users: int = 3000,
+    days: int = 60,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    calibrate: bool = True,
+    simulator=None,
+) -> list[ArmOutcome]:
+    """Run the logging policy and the ``trained`` policies as arms of one simulation.
+
+    ``simulator``: a ready ``Simulator`` whose arms include ``"logging"`` (tests); the
+    default is the real-catalog simulator (rl/simulator/factory.py) with the default
+    logging policy as arm ``"logging"`` and one arm per ``trained`` policy.
+    """
+    if simulator is None:
+        simulator = _default_simulator(trained, n_users, seed, calibrate)
+    if LOGGING_ARM not in simulator.arm_names:
+        raise ValueError(f"the simulator has no {LOGGING_ARM!r} arm: {simulator.arm_names}")
+    logging_arm = LOGGING_ARM
+    n = simulator.n_users
+    arms = np.asarray(simulator.user_arm)
+    reward = np.zeros(n)
+    decisions = np.zeros(n)
+    streams = np.zeros(n)
+    active_days = np.zeros(n)
+    for _ in range(days):
+        day = simulator.run_day().concatenated()
+        if not day:
+            continue
+        users = day["user"]
+        np.add.at(reward, users, day["reward"])
+        np.add.at(decisions, users, 1)
+        np.add.at(streams, users, day["listened"].astype(float))
+        active_days[np.unique(users)] += 1
+    rng = np.random.default_rng(seed)
+    outcomes = []
+    names = list(simulator.arm_names)
+    logging_index = names.index(logging_arm)
+    logging_users = arms == logging_index
+    for index, name in enumerate(names):
+        members = arms == index
+        diff = None
+        if index != logging_index:
+            diff = _difference(
+                (reward[members], decisions[members]),
+                (reward[logging_users], decisions[logging_users]),
+                rng,
+                n_bootstrap,
+            )
+        outcomes.append(
+            ArmOutcome(
+                arm=name,
+                users=int(members.sum()),
+                decisions=int(decisions[members].sum()),
+                reward_per_decision=_per_user_bootstrap(
+                    reward[members], decisions[members], rng, n_bootstrap
+                ),
+                reward_per_user=_per_user_bootstrap(reward[members], None, rng, n_bootstrap),
+                active_days_per_user=_per_user_bootstrap(
+                    active_days[members], None, rng, n_bootstrap
+                ),
+                streams_per_user=_per_user_bootstrap(streams[members], None, rng, n_bootstrap),
+                reward_per_decision_vs_logging=diff,
+            )
+        )
+    return outcomes
+
+
+def _default_simulator(
+    trained: Mapping[str, DecisionPolicy], n_users: int, seed: int, calibrate: bool
+):
+    from rl.simulator.factory import build_simulator
+    from rl.simulator.simulation import Simulator
+
+    # The same world (corpus seed, calibration) the logs are simulated in by default.
+    built = build_simulator(min(n_users, 500), seed=seed, calibrate=calibrate)
+    arms = {LOGGING_ARM: built.policy, **trained}
+    return Simulator(
+        built.corpus, n_users, arms, built.layout, config=built.simulator.config, seed=seed + 1
+    )

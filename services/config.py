@@ -1,0 +1,123 @@
+"""The served app's configuration: one frozen, validated dataclass.
+
+Where it sits: ``services.app.build_app(args)`` turns ``serve_config.yaml``'s ``args`` (or
+``encore serve`` flags) into a ``ServiceConfig`` and hands it to every deployment. Every
+storage location is a URI (rl/storage.py) except the journal, which must be a local disk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rl import paths
+from rl.observation import DEFAULT_BETAS, ObservationLayout
+
+QUIET_LOGS: dict[str, Any] = {"enable_access_log": False, "log_level": "WARNING"}
+"""Serve logging of every deployment and the proxies: one access-log line per request
+costs measurable CPU per request on 2 cores; errors and warnings are still logged."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of the served app (defaults: the embedded single-machine setup)."""
+
+    data_root: str = field(default_factory=paths.data_dir)
+    """Root of generated data; the defaults below live under it."""
+    embedding_uri: str = ""
+    """Song VAE (rl/embedding.py); default ``<data_root>/embedding``. Trained once if absent."""
+    catalog_uri: str = ""
+    """Catalog parquet for track names and durations; default the shared catalog."""
+    registry_uri: str = ""
+    """Model registry (rl/registry.py) whose production pointer the Scorer follows;
+    default ``<data_root>/registry``."""
+    log_uri: str = ""
+    """Decision log the served feedback is appended to; default ``<data_root>/logs/service``."""
+    journal_dir: str = ""
+    """Local write-ahead journal of acknowledged feedback; default ``<data_root>/serving/journal``."""
+    k: int = 4
+    """Candidates per decision: the policy's k (ObservationLayout.k). >= 1."""
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    """Forgetting factors of the relationship state; must match the trained policy."""
+    poll_interval_s: float = 1.0
+    """How often each Scorer replica checks the registry's production pointer. > 0."""
+    flush_interval_s: float = 5.0
+    """Feedback is written from the journal to parquet at least this often. > 0."""
+    fsync: bool = True
+    """fsync every feedback before acknowledging it (durability)."""
+    batch_max_size: int = 32
+    """Most requests the ingress groups into one call per hop. >= 1."""
+    batch_wait_s: float = 0.002
+    """How long the ingress waits to fill a batch, in seconds. >= 0."""
+    max_pending: int = 200_000
+    """Decisions awaiting feedback kept in memory (oldest dropped). >= 1."""
+    max_users: int = 100_000
+    """Users whose state is kept in memory (least recently seen dropped). >= 1."""
+    admin_token_env: str = "ENCORE_ADMIN_TOKEN"
+    """Environment variable holding the admin token; admin endpoints are off when unset."""
+    ab_arms: dict[str, float] = field(default_factory=dict)
+    """A/B split by user hash: arm name -> share ({} = no test). Arms: ``production``,
+    ``logging``, and ``q-<variant>`` when ``longterm_log_uri`` is set."""
+    longterm_log_uri: str = ""
+    """Log to fit the long-term Q-scorers on (rl/longterm/); "" = no long-term arms."""
+    longterm_variants: tuple[str, ...] = ("personalised",)
+    """Which Q-scorers become arms (control, personalised, unpersonalised, square-root)."""
+    seed: int | None = None
+    """Seed of the sampled picks (None: fresh entropy per replica)."""
+
+    def __post_init__(self) -> None:
+        root = self.data_root
+        defaults = {
+            "embedding_uri": f"{root}/embedding",
+            "catalog_uri": paths.default_catalog_uri(),
+            "registry_uri": f"{root}/registry",
+            "log_uri": f"{root}/logs/service",
+            "journal_dir": f"{root}/serving/journal",
+        }
+        for name, value in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "longterm_variants", tuple(self.longterm_variants))
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        for name in ("poll_interval_s", "flush_interval_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.batch_max_size < 1:
+            raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
+        if self.batch_wait_s < 0:
+            raise ValueError(f"batch_wait_s must be >= 0, got {self.batch_wait_s}")
+        if self.max_pending < 1 or self.max_users < 1:
+            raise ValueError("max_pending and max_users must be >= 1")
+        unknown = (
+            set(self.ab_arms)
+            - {"production", "logging"}
+            - {f"q-{v}" for v in self.longterm_variants}
+        )
+        if unknown:
+            raise ValueError(f"unknown A/B arm(s) {sorted(unknown)}")
+        if any(arm.startswith("q-") for arm in self.ab_arms) and not self.longterm_log_uri:
+            raise ValueError("q-* arms need longterm_log_uri (the log to fit them on)")
+        _ = self.layout  # validates k and betas
+
+    @property
+    def layout(self) -> ObservationLayout:
+        return ObservationLayout(k=self.k, betas=self.betas)
+
+    @property
+    def admin_token(self) -> str | None:
+        return os.environ.get(self.admin_token_env) or None
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None) -> ServiceConfig:
+        args = dict(args or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ValueError(f"unknown service setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

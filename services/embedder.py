@@ -1,0 +1,36 @@
+"""Embedder deployment: raw audio features -> song latent (the VAE encoder, rl/embedding.py).
+
+Where it sits: first hop of a recommendation for a song that is not in the catalog (a
+catalog track's latent is a lookup the ingress does itself). Calls from the ingress are
+already batches; ``@serve.batch`` merges concurrent batches into one encoder pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from rl.embedding import ensure_song_embedding
+from services.config import QUIET_LOGS, ServiceConfig
+
+
+@serve.deployment(
+    logging_config=QUIET_LOGS,
+    ray_actor_options={"num_cpus": 0.1},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+)
+class Embedder:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = ServiceConfig.from_args(config)
+        self.embedding = ensure_song_embedding(
+            self.config.embedding_uri, self.config.catalog_uri, progress=False
+        )
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def encode(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Each item: (b, 11) raw features -> (b, D) latents."""
+        sizes = [len(batch) for batch in batches]
+        latents = self.embedding.encode(np.concatenate(batches, axis=0)).astype(np.float32)
+        return np.split(latents, np.cumsum(sizes)[:-1])

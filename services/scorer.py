@@ -1,0 +1,137 @@
+"""Scorer deployment: observations -> policy probabilities, value, and the pick.
+
+Where it sits: last hop of a recommendation. A thin shell over ``ScoringCore``
+(services/scoring.py): it serves the logging policy (rl/policy.py) until the registry has a
+production version, then the trained actor-critic (rl/registry.py ``PolicyScorer``).
+
+Hot-swap without restarts: a watcher thread in every replica polls the registry's
+production pointer (``encore promote VERSION`` moves it); a new version is loaded and probed
+off the request path and swapped in with one assignment, so requests never wait and never
+see a half-loaded model. ``serve deploy`` with a changed ``user_config`` calls
+``reconfigure`` (pin a version, change the poll interval) without restarting replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from rl.embedding import ensure_song_embedding
+from rl.policy import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+from services.config import QUIET_LOGS, ServiceConfig
+from services.scoring import (
+    LOGGING_VERSION,
+    ArmAssignment,
+    PolicySlot,
+    ScoredBatch,
+    ScoringCore,
+    ServingPolicy,
+)
+
+Payload = tuple[np.ndarray, list[str], list[str]]
+"""(B, size) observations, B modes ("greedy" | "sample"), B arms."""
+
+
+def build_scoring_core(
+    config: ServiceConfig, latents: np.ndarray, track_ids: np.ndarray
+) -> ScoringCore:
+    """Logging-policy fallback, the registry slot, and any long-term arms."""
+    layout = config.layout
+    logging_policy = MyopicListenPolicy(ListenProbabilityModel(layout, latent_scale_of(latents)))
+    slot = PolicySlot(layout, ServingPolicy(logging_policy, LOGGING_VERSION), config.registry_uri)
+    extra = {}
+    if config.longterm_log_uri:
+        from services.longterm_arms import build_longterm_arms
+
+        extra = build_longterm_arms(
+            config.longterm_log_uri, track_ids, latents, layout, config.longterm_variants
+        )
+    ArmAssignment(config.ab_arms)  # validated here too: a bad split fails at startup
+    return ScoringCore(slot, extra, seed=config.seed)
+
+
+def merge_scored(parts: list[ScoredBatch]) -> ScoredBatch:
+    return ScoredBatch(
+        probabilities=np.concatenate([p.probabilities for p in parts]),
+        values=[v for p in parts for v in p.values],
+        chosen=np.concatenate([p.chosen for p in parts]),
+        logp=np.concatenate([p.logp for p in parts]),
+        versions=[v for p in parts for v in p.versions],
+        policies=[v for p in parts for v in p.policies],
+    )
+
+
+def split_scored(scored: ScoredBatch, sizes: list[int]) -> list[ScoredBatch]:
+    out, start = [], 0
+    for size in sizes:
+        rows = slice(start, start + size)
+        out.append(
+            ScoredBatch(
+                scored.probabilities[rows],
+                scored.values[rows],
+                scored.chosen[rows],
+                scored.logp[rows],
+                scored.versions[rows],
+                scored.policies[rows],
+            )
+        )
+        start += size
+    return out
+
+
+@serve.deployment(
+    logging_config=QUIET_LOGS,
+    ray_actor_options={"num_cpus": 0.3},
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+)
+class Scorer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = ServiceConfig.from_args(config)
+        embedding = ensure_song_embedding(
+            self.config.embedding_uri, self.config.catalog_uri, progress=False
+        )
+        self.core = build_scoring_core(self.config, embedding.latents, embedding.track_ids)
+        # Import the trained module's code now (RLlib takes seconds to import): a later
+        # hot-swap then only reads weights, and never slows requests with a cold import.
+        import rl.training.module  # noqa: F401
+
+        self.poll_interval_s = self.config.poll_interval_s
+        self.core.slot.sync()  # serve production from the first request when it exists
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            self.core.slot.sync()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """``user_config``: {"pinned_version": str | null, "poll_interval_s": float}."""
+        self.core.slot.pinned_version = user_config.get("pinned_version") or None
+        self.poll_interval_s = float(user_config.get("poll_interval_s", self.poll_interval_s))
+        threading.Thread(target=self.core.slot.sync, daemon=True).start()
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001)
+    async def score(self, payloads: list[Payload]) -> list[ScoredBatch]:
+        obs = np.concatenate([p[0] for p in payloads], axis=0)
+        modes = [m for p in payloads for m in p[1]]
+        arms = [a for p in payloads for a in p[2]]
+        return split_scored(self.core.score(obs, modes, arms), [len(p[0]) for p in payloads])
+
+    def describe(self) -> dict[str, Any]:
+        slot = self.core.slot
+        return {
+            "replica": serve.get_replica_context().replica_tag,
+            "version": slot.active.version,
+            "policy": slot.active.name,
+            "loaded_at": slot.active.loaded_at,
+            "pinned_version": slot.pinned_version,
+            "arms": sorted(["production", "logging", *self.core.extra_arms]),
+            "refusals": list(slot.refusals),
+        }
+
+    def __del__(self) -> None:
+        self._stop.set()

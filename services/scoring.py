@@ -1,0 +1,244 @@
+"""The Scorer's core: which policy answers, how it picks, and how a new version swaps in.
+
+Where it sits: services/scorer.py is a thin Serve shell over ``ScoringCore``; the
+in-process benchmark baseline uses the same class. Pure numpy/torch, no Ray Serve.
+
+- ``ServingPolicy``: a ``DecisionPolicy`` (rl/policy.py) with the version that answers.
+- ``PolicySlot``: the active policy. Until the registry (rl/registry.py) has a production
+  version it serves the logging policy; ``sync()`` follows the registry's production
+  pointer. A new version is loaded *fully* and checked (checksums by the registry, the
+  observation layout, a probe forward pass giving finite probabilities that sum to 1)
+  before one assignment swaps it in; a version that fails is refused, the old one keeps
+  serving, and the refusal is kept for ``/v1/models``.
+- ``ArmAssignment``: a deterministic A/B split by user hash. Arms name policies:
+  ``production`` (the slot), ``logging``, or any extra ``DecisionPolicy`` given (the hook
+  for the long-term Q-scorers, see services/longterm_arms.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rl.observation import ObservationLayout
+from rl.policy import DecisionPolicy, greedy_actions, sample_actions
+
+LOGGING_VERSION = "logging"
+"""``model_version`` reported while no trained version is in production."""
+
+
+@dataclass(frozen=True)
+class ServingPolicy:
+    """A policy ready to answer, and the version name reported with its answers."""
+
+    policy: DecisionPolicy
+    version: str
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def values(self, obs: np.ndarray) -> np.ndarray | None:
+        value = getattr(self.policy, "value", None)
+        return None if value is None else np.asarray(value(obs), np.float64)
+
+
+def check_policy(policy: DecisionPolicy, layout: ObservationLayout) -> None:
+    """Probe forward pass on a synthetic batch; raise ValueError when unusable."""
+    policy_layout = getattr(policy, "layout", None)
+    if policy_layout is not None and policy_layout != layout:
+        raise ValueError(
+            f"policy layout {policy_layout.to_dict()} differs from the served {layout.to_dict()}"
+        )
+    rng = np.random.default_rng(0)
+    probe = rng.normal(size=(3, layout.size)).astype(np.float32)
+    probe[:, layout.size - layout.k :] = 1.0
+    probe[2, layout.size - 1] = 0.0  # one padded candidate
+    probabilities = np.asarray(policy.action_probabilities(probe))
+    if probabilities.shape != (3, layout.k):
+        raise ValueError(
+            f"probabilities have shape {probabilities.shape}, expected (3, {layout.k})"
+        )
+    if not np.all(np.isfinite(probabilities)) or np.any(probabilities < 0):
+        raise ValueError("probabilities are not finite and non-negative on a probe batch")
+    if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError("probabilities do not sum to 1 on a probe batch")
+    value = getattr(policy, "value", None)
+    if value is not None and not np.all(np.isfinite(np.asarray(value(probe)))):
+        raise ValueError("value is not finite on a probe batch")
+
+
+def load_registry_policy(
+    registry_uri: str, version: str, layout: ObservationLayout
+) -> ServingPolicy:
+    """Load, verify and probe a registry version (raises on any problem)."""
+    from rl.registry import ModelRegistry, PolicyScorer
+
+    registry = ModelRegistry(registry_uri)
+    entry = registry.get(version)
+    module = registry.load_module(version, expected_layout=layout)
+    scorer = PolicyScorer(module, name=f"{entry.algo}:{version}")
+    check_policy(scorer, layout)
+    return ServingPolicy(scorer, version)
+
+
+class PolicySlot:
+    """The active policy of one Scorer replica, following the registry's production pointer.
+
+    Parameters
+    ----------
+    layout : the observation layout served.
+    fallback : what answers while no production version exists (the logging policy).
+    registry_uri : the model registry, or None to serve ``fallback`` only.
+    loader : (registry_uri, version, layout) -> ServingPolicy; raises to refuse.
+    """
+
+    def __init__(
+        self,
+        layout: ObservationLayout,
+        fallback: ServingPolicy,
+        registry_uri: str | None = None,
+        loader: Callable[[str, str, ObservationLayout], ServingPolicy] = load_registry_policy,
+    ) -> None:
+        self.layout = layout
+        self.fallback = fallback
+        self.registry_uri = registry_uri
+        self.loader = loader
+        self.active: ServingPolicy = fallback
+        self.pinned_version: str | None = None
+        self.refusals: list[dict[str, Any]] = []
+        self._refused_keys: set[tuple[str, float]] = set()
+        self._lock = threading.Lock()  # one load at a time; serving never waits on it
+
+    def _target(self) -> tuple[str, float] | None:
+        """(version, promoted_at) production should run, or None when nothing is promoted."""
+        if self.pinned_version is not None:
+            return self.pinned_version, 0.0
+        if self.registry_uri is None:
+            return None
+        from rl import storage
+        from rl.registry import PRODUCTION_POINTER
+
+        pointer_uri = storage.join(self.registry_uri, PRODUCTION_POINTER)
+        if not storage.exists(pointer_uri):
+            return None
+        pointer = storage.read_json(pointer_uri)
+        return str(pointer["version"]), float(pointer.get("promoted_at", 0.0))
+
+    def sync(self) -> str | None:
+        """Swap to the production version if it changed. Returns a refusal reason or None."""
+        with self._lock:
+            try:
+                target = self._target()
+            except Exception as exc:  # an unreadable pointer is reported, never served
+                return self._refuse(
+                    ("<pointer>", time.time()), f"production pointer unreadable: {exc}"
+                )
+            if target is None or target[0] == self.active.version or target in self._refused_keys:
+                return None
+            version = target[0]
+            try:
+                candidate = self.loader(self.registry_uri or "", version, self.layout)
+            except Exception as exc:
+                return self._refuse(target, f"{type(exc).__name__}: {exc}")
+            # Fully loaded and probed: one assignment swaps it in for every later request.
+            self.active = candidate
+            return None
+
+    def _refuse(self, key: tuple[str, float], reason: str) -> str:
+        self._refused_keys.add(key)
+        self.refusals.append(
+            {"version": key[0], "reason": reason, "at": time.time(), "kept": self.active.version}
+        )
+        del self.refusals[:-20]
+        return reason
+
+
+class ArmAssignment:
+    """Deterministic A/B split: user id -> arm, by a hash bucket in [0, 1).
+
+    ``weights`` maps arm names to shares (normalised); an empty mapping means no test,
+    every user gets arm "" (served by production).
+    """
+
+    def __init__(self, weights: Mapping[str, float] | None = None, salt: str = "encore") -> None:
+        weights = dict(weights or {})
+        if any(not np.isfinite(w) or w < 0 for w in weights.values()):
+            raise ValueError(f"arm weights must be finite and >= 0, got {weights}")
+        if weights and sum(weights.values()) <= 0:
+            raise ValueError(f"arm weights must not all be 0, got {weights}")
+        total = sum(weights.values()) or 1.0
+        self.arms = list(weights)
+        self.bounds = np.cumsum([weights[arm] / total for arm in self.arms])
+        self.salt = salt
+
+    def __call__(self, user_id: str) -> str:
+        if not self.arms:
+            return ""
+        digest = hashlib.sha256(f"{self.salt}:{user_id}".encode()).digest()
+        bucket = int.from_bytes(digest[:8], "big") / 2**64
+        index = int(np.searchsorted(self.bounds, bucket, side="right"))
+        return self.arms[min(index, len(self.arms) - 1)]
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    probabilities: np.ndarray  # (B, K)
+    values: list[float | None]  # (B,)
+    chosen: np.ndarray  # (B,) int64 slot of the pick
+    logp: np.ndarray  # (B,) float32 log-propensity of the pick
+    versions: list[str]
+    policies: list[str]
+
+
+class ScoringCore:
+    """Scores a batch of observations with the policy of each row's arm and picks."""
+
+    def __init__(
+        self,
+        slot: PolicySlot,
+        extra_arms: Mapping[str, ServingPolicy] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.slot = slot
+        self.extra_arms = dict(extra_arms or {})
+        self.rng = np.random.default_rng(seed)
+
+    def policy_for(self, arm: str) -> ServingPolicy:
+        if arm in ("", "production"):
+            return self.slot.active
+        if arm == "logging":
+            return self.slot.fallback
+        if arm in self.extra_arms:
+            return self.extra_arms[arm]
+        raise KeyError(f"unknown arm {arm!r}")
+
+    def score(self, obs: np.ndarray, modes: list[str], arms: list[str]) -> ScoredBatch:
+        obs = np.asarray(obs, np.float32)
+        batch, k = len(obs), self.slot.layout.k
+        probabilities = np.zeros((batch, k), np.float64)
+        values: list[float | None] = [None] * batch
+        versions, policies = [""] * batch, [""] * batch
+        for arm in sorted(set(arms)):
+            rows = np.flatnonzero(np.asarray(arms) == arm)
+            serving = self.policy_for(arm)  # read once: a swap mid-batch cannot mix versions
+            probabilities[rows] = serving.policy.action_probabilities(obs[rows])
+            arm_values = serving.values(obs[rows])
+            for position, row in enumerate(rows):
+                versions[row], policies[row] = serving.version, serving.name
+                values[row] = None if arm_values is None else float(arm_values[position])
+        chosen = np.zeros(batch, np.int64)
+        logp = np.zeros(batch, np.float32)
+        greedy = np.asarray(modes) == "greedy"
+        if greedy.any():
+            chosen[greedy], logp[greedy] = greedy_actions(probabilities[greedy])
+        if (~greedy).any():
+            chosen[~greedy], logp[~greedy] = sample_actions(probabilities[~greedy], self.rng)
+        return ScoredBatch(probabilities, values, chosen, logp, versions, policies)
