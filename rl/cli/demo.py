@@ -1,8 +1,15 @@
 """``encore demo``: the main job on the embedded default (local Ray, local parquet, real catalog).
 
-Runs the pipeline end to end on one machine and prints what each stage produced:
-catalog -> song VAE -> kNN index -> neighbours of a few real tracks.
-Expect about a minute on 2 cores the first time (the VAE trains once and is reused).
+Runs the whole loop on one machine and prints what each stage produced:
+
+1. catalog -> 2. song VAE -> 3. kNN neighbours of real tracks ->
+4. simulated listeners write a feedback log (parquet) -> 5. Ray Data turns it into RLlib
+offline steps -> 6. offline PPO on RLlib trains the actor-critic and registers a version,
+which is promoted -> 7. the Ray Serve app (HTTP + gRPC) serves it: real requests for real
+tracks, feedback written back into the parquet log that training reads.
+
+Expect 5-10 minutes on 2 cores the first time; generated data goes under ``--data``
+(default ``./data``), and each run of the demo writes a fresh log and a new model version.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rl import paths
+from rl import paths, storage
 from rl.catalog import load_catalog
 from rl.cli.embedding import embedding_quality, print_neighbours
 from rl.embedding import ensure_song_embedding
@@ -32,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", default=None, help=f"generated-data root (default {paths.data_dir()})"
     )
     demo.add_argument("-k", type=int, default=4)
+    demo.add_argument("--users", type=int, default=2000, help="simulated users (default 2000)")
+    demo.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
+    demo.add_argument(
+        "--iterations", type=int, default=10, help="offline PPO iterations (default 10)"
+    )
+    demo.add_argument(
+        "--skip-serving", action="store_true", help="stop after training (no Ray Serve stage)"
+    )
     demo.set_defaults(func=run_demo)
 
 
@@ -39,15 +54,26 @@ def _stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
+def _run_command(argv: list[str]) -> None:
+    """Run one `encore` subcommand as a stage; a failing stage stops the demo."""
+    from rl.cli import main
+
+    print("$ encore " + " ".join(argv), flush=True)
+    code = main(argv)
+    if code != 0:
+        raise SystemExit(f"demo stage `encore {argv[0]}` failed with exit code {code}")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data_root = args.data or paths.data_dir()
+    run_id = time.strftime("%Y%m%d-%H%M%S")
     _stage("1. catalog")
     catalog = load_catalog(args.catalog)
     print(f"{len(catalog)} tracks from {args.catalog or paths.default_catalog_uri()}")
 
     _stage("2. song embedding (VAE, 11 features -> 5-d latent)")
-    embedding_uri = f"{data_root}/embedding"
+    embedding_uri = storage.join(data_root, "embedding")
     embedding = ensure_song_embedding(embedding_uri, args.catalog)
     print(f"embedding at {embedding_uri}: validation MSE {embedding.metrics['validation_mse']:.4f}")
 
@@ -61,6 +87,64 @@ def run_demo(args: argparse.Namespace) -> int:
     tracks = [track for track in DEMO_TRACKS if track in catalog.metadata.index]
     tracks = tracks or list(catalog.track_ids[:3])
     print_neighbours(embedding, catalog, tracks, args.k)
+
+    log_uri = storage.join(data_root, "logs", f"demo-{run_id}")
+    steps_uri = storage.join(data_root, "offline", f"demo-{run_id}")
+    registry_uri = storage.join(data_root, "registry")
+    _stage("4. simulated listeners -> feedback log (parquet, partitioned by day)")
+    _run_command(
+        [
+            "simulate",
+            "--users",
+            str(args.users),
+            "--days",
+            str(args.days),
+            "--k",
+            str(args.k),
+            "--out",
+            log_uri,
+            "--embedding",
+            embedding_uri,
+        ]
+    )
+
+    _stage("5. Ray Data: feedback log -> RLlib offline steps (one episode per session)")
+    _run_command(
+        [
+            "offline-steps",
+            "--log",
+            log_uri,
+            "--out",
+            steps_uri,
+            "--embedding",
+            embedding_uri,
+            "--k",
+            str(args.k),
+        ]
+    )
+
+    _stage("6. offline PPO actor-critic on RLlib -> model registry (promoted)")
+    _run_command(
+        [
+            "train",
+            "--algo",
+            "offline-ppo",
+            "--data",
+            steps_uri,
+            "--iterations",
+            str(args.iterations),
+            "--registry",
+            registry_uri,
+            "--promote",
+        ]
+    )
+    _run_command(["models", "--registry", registry_uri])
+
+    if not args.skip_serving:
+        _stage("7. Ray Serve: embedding, retrieval, scoring behind HTTP + gRPC; feedback")
+        from services.demo_stage import run_serving_demo
+
+        run_serving_demo(data_root, args.catalog, k=args.k)
 
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     return 0
