@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 import urllib.error
@@ -383,12 +382,13 @@ def run_proof(config: ProofConfig, work_dir: str | None = None) -> ProofReport:
             cluster,
             "encore-offline-steps",
             [
-                venv_bin("python"),
-                "-m",
-                "rl.cluster_proof",
+                venv_bin("encore"),
                 "offline-steps",
+                "--log",
                 log_uri,
+                "--out",
                 steps_uri,
+                "--embedding",
                 embedding_uri,
             ],
         )
@@ -561,30 +561,3 @@ def print_report(report: ProofReport) -> None:
     print(f"registry versions: {report.registry_versions}")
     for note in report.notes:
         print(f"note: {note}")
-
-
-def _offline_steps_main(log_uri: str, out_uri: str, embedding_uri: str) -> int:
-    """Job entrypoint: convert the simulated log to offline steps with Ray Data."""
-    import ray
-
-    from rl.embedding import load_song_embedding
-    from rl.observation import ObservationLayout
-    from rl.offline_data import write_offline_steps
-
-    ray.init(log_to_driver=False)
-    embedding = load_song_embedding(embedding_uri)
-    rows = write_offline_steps(
-        log_uri,
-        out_uri,
-        embedding.latents,
-        [str(t) for t in embedding.track_ids],
-        ObservationLayout(),
-    )
-    print(f"wrote {rows} offline steps to {out_uri}")
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "offline-steps":
-        sys.exit(_offline_steps_main(*sys.argv[2:5]))
-    sys.exit("usage: python -m rl.cluster_proof offline-steps LOG_URI OUT_URI EMBEDDING_URI")
