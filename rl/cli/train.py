@@ -9,6 +9,8 @@ finetune  continue the production version on feedback logged since it was traine
 
 Example (synthetic data, a couple of minutes on 2 cores):
     encore train --synthetic-sessions 400 --iterations 10
+    encore train --data s3://bucket/steps --work-dir s3://bucket/runs/ppo-1 --resume-run \
+        --num-learners 4 --learner-resource encore_learner=1   # a resubmittable cluster job
     encore models
     encore promote v0001
 """
@@ -98,6 +100,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--resume", default=None, help="registry VERSION or algorithm checkpoint PATH to continue"
     )
+    train.add_argument(
+        "--work-dir",
+        default=None,
+        help="run folder URI for episodes and checkpoints (default: a new folder under "
+        "$ENCORE_DATA/runs); fix it so a resubmitted job can --resume-run",
+    )
+    train.add_argument(
+        "--resume-run",
+        action="store_true",
+        help="continue the run in --work-dir from its latest checkpoint up to --iterations "
+        "in total (starts afresh if it has none, so a resubmitted job can keep the flag)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=defaults.checkpoint_every,
+        help="save a resumable checkpoint every N iterations (and after the last)",
+    )
+    train.add_argument(
+        "--learner-resource",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="custom Ray resource each remote learner requests, e.g. encore_learner=1 "
+        "(cluster.yaml's train_worker offers encore_learner); repeatable",
+    )
     train.add_argument("--promote", action="store_true", help="promote the new version")
     _torch_threads_arg(train)
     _registry_arg(train)
@@ -156,7 +184,9 @@ def _print_iteration(report: IterationReport) -> None:
     )
 
 
-def _start_ray(num_learners: int) -> None:
+def _start_ray(num_learners: int, learner_resources: dict[str, float] | None = None) -> None:
+    """Join RAY_ADDRESS's cluster, else start a local Ray that offers the learners'
+    custom resources too (so the cluster command also runs on one machine)."""
     import ray
 
     if not ray.is_initialized():
@@ -167,14 +197,41 @@ def _start_ray(num_learners: int) -> None:
             ray.init(
                 address="local",
                 num_cpus=max(2, num_learners + 1),
+                resources={
+                    name: amount * max(1, num_learners)
+                    for name, amount in (learner_resources or {}).items()
+                },
                 include_dashboard=False,
                 log_to_driver=False,
             )
 
 
+def parse_resources(items: list[str]) -> dict[str, float]:
+    """``["encore_learner=1", ...]`` -> ``{"encore_learner": 1.0}``."""
+    resources: dict[str, float] = {}
+    for item in items:
+        name, sep, amount = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            resources[name.strip()] = float(amount)
+        except ValueError:
+            raise ValueError(f"--learner-resource takes NAME=AMOUNT, got {item!r}") from None
+    return resources
+
+
 def run_train(args: argparse.Namespace) -> int:
     from rl.training.steps_data import parquet_files, resolve_layout
     from rl.training.workflow import default_work_uri, train_and_register
+
+    if args.resume_run and not args.work_dir:
+        print("--resume-run needs --work-dir (the run folder to resume)", file=sys.stderr)
+        return 2
+    try:
+        learner_resources = parse_resources(args.learner_resource)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
     config = TrainConfig(
         algo=args.algo,
@@ -189,11 +246,13 @@ def run_train(args: argparse.Namespace) -> int:
         train_batch_size=args.batch_size,
         updates_per_iteration=args.updates_per_iteration,
         num_learners=args.num_learners,
+        custom_resources_per_learner=learner_resources,
+        checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
     layout = ObservationLayout(k=args.k, latent_dim=args.latent_dim)
     registry = _registry(args)
-    work_uri = default_work_uri(config.algo)
+    work_uri = args.work_dir or default_work_uri(config.algo)
     if args.synthetic_sessions:
         from rl.training.synthetic import synthetic_offline_steps
 
@@ -213,17 +272,34 @@ def run_train(args: argparse.Namespace) -> int:
     files = parquet_files(data_uri)
     print(f"training {config.algo} on {len(files)} file(s) under {data_uri}", flush=True)
     _set_torch_threads(args)
-    _start_ray(config.num_learners)
-    entry = train_and_register(
-        config,
-        files,
-        layout,
-        registry,
-        parent=parent,
-        resume_checkpoint=resume_checkpoint,
-        work_uri=work_uri,
-        on_iteration=_print_iteration,
-    )
+    _start_ray(config.num_learners, config.custom_resources_per_learner)
+    if args.resume_run:
+        from rl.training.train import latest_checkpoint
+
+        latest = latest_checkpoint(work_uri)
+        if latest is None:
+            print(f"no checkpoint in {work_uri} yet: starting afresh", flush=True)
+        else:
+            print(
+                f"resuming {work_uri} from iteration {latest['iteration']} "
+                f"({latest['checkpoint']})",
+                flush=True,
+            )
+    try:
+        entry = train_and_register(
+            config,
+            files,
+            layout,
+            registry,
+            parent=parent,
+            resume_checkpoint=resume_checkpoint,
+            work_uri=work_uri,
+            on_iteration=_print_iteration,
+            resume_run=args.resume_run,
+        )
+    except (FileExistsError, ValueError) as exc:
+        print(f"cannot train: {exc}", file=sys.stderr)
+        return 1
     print(
         f"registered {entry.version} ({entry.algo}, {entry.data['rows']} decisions, "
         f"{entry.metrics['samples_per_s']:,.0f} samples/s) in {registry.uri}"

@@ -49,11 +49,21 @@ class TrainConfig:
     """Sessions decoded per Ray Data pre-learner call."""
     num_learners: int = 0
     """0 = learn in the driver process; N > 0 = N remote learner actors (a cluster)."""
+    custom_resources_per_learner: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each remote learner asks for, e.g. ``{"encore_learner": 1}``
+    so learners land on the cluster's train workers (cluster.yaml); amounts > 0."""
+    checkpoint_every: int = 5
+    """Save a resumable checkpoint every N iterations (and after the last one), >= 1."""
     seed: int = 0
     """Seed of RLlib, torch and numpy."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(
+            self,
+            "custom_resources_per_learner",
+            {str(k): float(v) for k, v in dict(self.custom_resources_per_learner).items()},
+        )
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         checks = [
@@ -89,6 +99,15 @@ class TrainConfig:
                 f"sessions_per_read_batch must be >= 1, got {self.sessions_per_read_batch}",
             ),
             (self.num_learners >= 0, f"num_learners must be >= 0, got {self.num_learners}"),
+            (
+                all(v > 0 for v in self.custom_resources_per_learner.values()),
+                "custom_resources_per_learner amounts must be > 0, got "
+                f"{self.custom_resources_per_learner}",
+            ),
+            (
+                self.checkpoint_every >= 1,
+                f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -97,6 +116,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         state = asdict(self)
         state["hidden_sizes"] = list(self.hidden_sizes)
+        state["custom_resources_per_learner"] = dict(self.custom_resources_per_learner)
         return state
 
     @classmethod

@@ -19,7 +19,7 @@ from rl.observation import ObservationLayout
 from rl.registry import ModelRegistry, ModelVersion, RegistryError
 from rl.training.config import TrainConfig
 from rl.training.steps_data import describe, parquet_files
-from rl.training.train import IterationReport, train
+from rl.training.train import IterationReport, TrainingRun, train
 
 
 def default_work_uri(algo: str) -> str:
@@ -38,11 +38,16 @@ def train_and_register(
     work_uri: str | None = None,
     on_iteration: Callable[[IterationReport], None] | None = None,
     seen_paths: list[str] | None = None,
+    resume_run: bool = False,
 ) -> ModelVersion:
     """Train on ``data_files`` (parquet URIs) and register the result as a new version.
 
     ``seen_paths``: files earlier versions of the lineage read (kept for fine-tuning).
+    ``resume_run``: continue the interrupted run in ``work_uri`` from its last checkpoint
+    (see ``train``); the version's metrics record ``resumed_from_iteration``.
     """
+    if resume_run and work_uri is None:
+        raise ValueError("resuming a run needs its work_uri (the run folder)")
     data = describe(data_files)
     if data.rows == 0:
         raise ValueError("the offline data holds no rows")
@@ -53,14 +58,28 @@ def train_and_register(
         work_uri or default_work_uri(config.algo),
         resume_from=resume_checkpoint,
         on_iteration=on_iteration,
+        resume_run=resume_run,
     )
+    return register_run(registry, run, config, data_files, layout, parent, seen_paths)
+
+
+def register_run(
+    registry: ModelRegistry,
+    run: TrainingRun,
+    config: TrainConfig,
+    data_files: list[str],
+    layout: ObservationLayout,
+    parent: str | None = None,
+    seen_paths: list[str] | None = None,
+) -> ModelVersion:
+    """Register a finished training run: checkpoint, config, data read, metrics, history."""
     return registry.register(
         run.checkpoint_uri,
         algo=config.algo,
         train_config=config.to_dict(),
         layout=layout,
         data={
-            **data.to_dict(),
+            **describe(data_files).to_dict(),
             "sessions": run.episodes.num_sessions,
             "seen_paths": sorted(set(seen_paths or []) | set(data_files)),
         },

@@ -47,3 +47,35 @@ def test_outcomes_per_arm_with_intervals():
     # The myopic ranker beats uniform picks; an identical policy does not.
     assert by_arm["myopic"].reward_per_decision_vs_logging.low > 0
     assert not by_arm["uniform-again"].reward_per_decision_vs_logging.excludes_zero()
+
+
+def test_paired_comparison_runs_every_arm_on_the_same_users():
+    from rl.training.sim_compare import compare_paired_in_simulator
+
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(400, 5)).astype(np.float32)
+    layout = ObservationLayout(k=4, latent_dim=5)
+    corpus = build_corpus(latents, [f"t{i}" for i in range(400)], layout.k, SimulatorConfig(), rng)
+    policies = {
+        LOGGING_ARM: uniform(layout, corpus),
+        "myopic": myopic(layout, corpus),
+        "uniform-again": uniform(layout, corpus),
+    }
+    seen = []
+    outcomes = compare_paired_in_simulator(
+        policies,
+        lambda policy: Simulator(corpus, 1500, policy, layout, seed=3),
+        days=5,
+        n_bootstrap=300,
+        on_arm=seen.append,
+    )
+    assert seen == list(policies)
+    by_arm = {o.arm: o for o in outcomes}
+    assert all(o.users == 1500 for o in outcomes)
+    # Same users and the same random stream: an identical policy replays the logging arm.
+    again = by_arm["uniform-again"]
+    assert again.decisions == by_arm[LOGGING_ARM].decisions
+    assert again.reward_per_decision_vs_logging.value == 0.0
+    assert again.reward_per_user_vs_logging.low == again.reward_per_user_vs_logging.high == 0.0
+    assert by_arm["myopic"].reward_per_decision_vs_logging.low > 0
+    assert by_arm[LOGGING_ARM].reward_per_decision_vs_logging is None

@@ -11,11 +11,12 @@ from rl.training.synthetic import synthetic_offline_steps
 def test_commands_are_registered(capsys):
     main([])
     out = capsys.readouterr().out
-    for command in ("train", "models", "promote", "finetune", "evaluate"):
+    for command in ("train", "models", "promote", "finetune", "evaluate", "compare-policies"):
         assert command in out
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "--num-learners" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--num-learners" in out and "--resume-run" in out and "--learner-resource" in out
 
 
 def test_models_and_promote_on_empty_registry(tmp_path, capsys):
@@ -82,3 +83,40 @@ def test_train_promote_finetune_evaluate(ray_local, tmp_path, monkeypatch, capsy
     )
     assert "| offline-ppo:v0002 (sampled) | DR |" in capsys.readouterr().out
     assert (out_dir / "ope.md").exists() and (out_dir / "ope.png").stat().st_size > 0
+
+
+def test_train_config_checks_resume_and_learner_options():
+    from rl.cli.train import parse_resources
+    from rl.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1, got 0"):
+        TrainConfig(checkpoint_every=0)
+    with pytest.raises(ValueError, match="custom_resources_per_learner amounts must be > 0"):
+        TrainConfig(custom_resources_per_learner={"encore_learner": 0})
+    assert parse_resources(["encore_learner=1", "gpu_a=0.5"]) == {
+        "encore_learner": 1.0,
+        "gpu_a": 0.5,
+    }
+    with pytest.raises(ValueError, match="NAME=AMOUNT"):
+        parse_resources(["encore_learner"])
+    config = TrainConfig(num_learners=3, custom_resources_per_learner={"encore_learner": 1})
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_learner_resources_reach_rllib():
+    from rl.observation import ObservationLayout
+    from rl.training.config import TrainConfig
+    from rl.training.episodes import EpisodeDataset
+    from rl.training.train import rllib_config
+
+    config = TrainConfig(num_learners=2, custom_resources_per_learner={"encore_learner": 1})
+    algo_config = rllib_config(config, EpisodeDataset("/tmp/none", 1, 1), ObservationLayout())
+    assert algo_config.num_learners == 2
+    assert algo_config.custom_resources_per_learner == {"encore_learner": 1.0}
+
+
+def test_resume_run_needs_work_dir(capsys):
+    assert main(["train", "--resume-run", "--synthetic-sessions", "5"]) == 2
+    assert "--work-dir" in capsys.readouterr().err
+    assert main(["train", "--learner-resource", "oops", "--synthetic-sessions", "5"]) == 2
+    assert "NAME=AMOUNT" in capsys.readouterr().err

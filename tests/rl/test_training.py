@@ -78,3 +78,77 @@ def test_offline_ppo_lowers_loss_and_checkpoint_reloads(ray_local, steps_uri, tm
         torch.testing.assert_close(
             restored.state_values(obs), again.state_values(obs), rtol=0, atol=0
         )
+
+
+class NodeLost(RuntimeError):
+    """Stands for the node dying after an iteration."""
+
+
+def test_interrupted_run_resumes_from_latest_checkpoint(ray_local, steps_uri, tmp_path):
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from rl import storage
+    from rl.registry import ModelRegistry
+    from rl.training.train import latest_checkpoint
+    from rl.training.workflow import register_run
+
+    layout = ObservationLayout()
+    config = TrainConfig(
+        iterations=4,
+        checkpoint_every=1,
+        train_batch_size=64,
+        updates_per_iteration=2,
+        hidden_sizes=(16,),
+        lr=1e-3,
+    )
+    work = str(tmp_path / "run")
+
+    def lose_node_after_two(report):
+        if report.iteration == 2:
+            raise NodeLost
+
+    with pytest.raises(NodeLost):
+        train(config, steps_uri, layout, work, on_iteration=lose_node_after_two)
+    latest = latest_checkpoint(work)
+    assert latest["iteration"] == 2 and latest["checkpoint"] == "iter_0002"
+    assert storage.list_dir(storage.join(work, "checkpoints")) == [
+        "LATEST.json",
+        "iter_0001",
+        "iter_0002",
+    ]
+    saved = RLModule.from_checkpoint(module_checkpoint_uri(latest["checkpoint_uri"])).get_state()
+    # A fresh run may not silently overwrite the interrupted one.
+    with pytest.raises(FileExistsError):
+        train(config, steps_uri, layout, work)
+    with pytest.raises(ValueError, match="lr"):
+        train(
+            TrainConfig(**{**config.to_dict(), "lr": 1e-2}),
+            steps_uri,
+            layout,
+            work,
+            resume_run=True,
+        )
+
+    resumed_iterations = []
+    run = train(
+        config,
+        steps_uri,
+        layout,
+        work,
+        resume_run=True,
+        on_iteration=lambda r: resumed_iterations.append(r.iteration),
+    )
+    assert resumed_iterations == [3, 4]  # continued at iteration 3, not from scratch
+    assert run.resumed_from_iteration == 2
+    for name, value in saved.items():  # ... from the weights saved at iteration 2
+        np.testing.assert_array_equal(np.asarray(run.start_weights[name]), np.asarray(value))
+    registry = ModelRegistry(str(tmp_path / "registry"))
+    files = [storage.join(steps_uri, "part-0.parquet")]
+    entry = register_run(registry, run, config, files, layout)
+    assert [h["iteration"] for h in entry.history] == [1, 2, 3, 4]
+    assert entry.metrics["resumed_from_iteration"] == 2.0
+    assert entry.metrics["iterations"] == 4.0
+    assert latest_checkpoint(work)["iteration"] == 4
+    # The version holds the weights trained on from iteration 2's checkpoint onwards.
+    final = RLModule.from_checkpoint(registry.module_uri(entry.version)).get_state()
+    assert any(not np.array_equal(final[n], saved[n]) for n in saved)
