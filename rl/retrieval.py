@@ -36,12 +36,15 @@ class KnnIndex:
     Parameters
     ----------
     latents : (N, D) array of song latents.
-    track_ids : (N,) ids aligned with ``latents``.
+    track_ids : (N,) ids aligned with ``latents`` (a sequence or an object array).
     algorithm : scikit-learn algorithm ("kd_tree" is exact and fast for D <= ~20).
     """
 
     def __init__(
-        self, latents: np.ndarray, track_ids: Sequence[str], algorithm: str = "kd_tree"
+        self,
+        latents: np.ndarray,
+        track_ids: Sequence[str] | np.ndarray,
+        algorithm: str = "kd_tree",
     ) -> None:
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         if latents.ndim != 2 or len(latents) == 0:

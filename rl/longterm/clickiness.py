@@ -123,7 +123,8 @@ class ClickinessModel:
         self.network_ = self._network(x.shape[1])
         # Start at the base rate so few epochs already give calibrated probabilities.
         base = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
-        last = self.network_ if self.hidden_units == 0 else self.network_[-1]
+        last = self.network_[-1] if isinstance(self.network_, nn.Sequential) else self.network_
+        assert isinstance(last, nn.Linear)  # _network ends in a Linear output layer
         with torch.no_grad():
             last.bias.fill_(float(np.log(base / (1 - base))))
         optimizer = torch.optim.Adam(

@@ -36,7 +36,7 @@ def parquet_files(dataset_uri: str, days: Sequence[int] | None = None) -> list[s
     if not storage.exists(dataset_uri):
         return []
     wanted = None if days is None else {f"day={int(day)}" for day in days}
-    files = []
+    files: list[str] = []
     for name in sorted(storage.list_dir(dataset_uri)):
         if not name.startswith("day=") or (wanted is not None and name not in wanted):
             continue

@@ -24,7 +24,7 @@ P(org) ≈ 0 and S(s⁻ = 0) ≈ 0, which the paper rounds to 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from rl.longterm.stickiness import StateStickinessModel, StickinessModel
 from rl.observation import ObservationLayout
 from rl.policy import candidate_mask, masked_softmax
 from rl.relationship import update_relationship_state
+
+if TYPE_CHECKING:
+    from sklearn.neighbors import NearestNeighbors
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ class LatentItemLookup:
     def __init__(self, latents: np.ndarray) -> None:
         self.latents = np.ascontiguousarray(latents, dtype=np.float32)
         self._row_of = {row.tobytes(): index for index, row in enumerate(self.latents)}
-        self._nearest = None
+        self._nearest: NearestNeighbors | None = None  # built on the first miss
 
     def rows(self, candidate_latents: np.ndarray) -> np.ndarray:
         """(..., D) -> (...) int64 catalog rows."""

@@ -242,8 +242,8 @@ def write_data_efficiency_report(
 
 def sample_sizes_up_to(largest: int, smallest: int = 50) -> list[int]:
     """Roughly log-spaced sample sizes (1-3-10 steps) up to ``largest`` inclusive."""
-    sizes = []
-    value = smallest
+    sizes: list[int] = []
+    value: float = smallest
     while value < largest:
         sizes.append(int(value))
         value *= 3 if str(int(value))[0] == "1" else 10 / 3

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rl.longterm.relationship_states import ListenDays
-from rl.longterm.taste import TasteModel
+from rl.longterm.taste import UserDayFeatures
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class DiscoveryDataset:
 
 def discovery_dataset(
     listen_days: ListenDays,
-    taste_model: TasteModel,
+    taste_model: UserDayFeatures,
     horizon_days: int = 60,
     end_day: int | None = None,
     min_discovery_day: int = 0,
@@ -258,7 +258,7 @@ class StateDataset:
 
 def state_dataset(
     listen_days: ListenDays,
-    taste_model: TasteModel,
+    taste_model: UserDayFeatures,
     betas: tuple[float, ...],
     horizon_days: int = 60,
     samples_per_pair: int = 1,

@@ -19,10 +19,23 @@ sort, one cumsum and one searchsorted for any number of (user, day) queries.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 
 from rl.longterm.relationship_states import ListenDays
+
+
+class UserDayFeatures(Protocol):
+    """Anything that gives a user's feature vector at the start of a day.
+
+    ``TasteModel``, ``LoggedTaste`` and ``UserFeatures`` all meet it; the stickiness
+    datasets read u through it.
+    """
+
+    def transform(self, users: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """(n,) user codes and (n,) days -> (n, F) features."""
+        ...
 
 
 class TasteModel:
@@ -162,7 +175,7 @@ class ActivityModel:
 class UserFeatures:
     """u for the stickiness models: [taste (D), activity share (1)] at the start of a day."""
 
-    def __init__(self, taste, activity: ActivityModel) -> None:
+    def __init__(self, taste: UserDayFeatures, activity: ActivityModel) -> None:
         self.taste = taste
         self.activity = activity
 

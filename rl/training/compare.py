@@ -20,9 +20,15 @@ from dataclasses import dataclass, replace
 
 from rl import storage
 from rl.ope import OPEEstimate, evaluate_policy_offline
+from rl.policy import DecisionPolicy
 from rl.registry import ModelRegistry, PolicyScorer
 from rl.training.config import ALGORITHMS, TrainConfig
-from rl.training.sim_compare import LOGGING_ARM, PairedOutcome, compare_paired_in_simulator
+from rl.training.sim_compare import (
+    LOGGING_ARM,
+    Interval,
+    PairedOutcome,
+    compare_paired_in_simulator,
+)
 from rl.training.steps_data import LAYOUT_FILE, parquet_files, read_logged_decisions
 
 
@@ -116,7 +122,7 @@ def run_comparison(
         layout,
     )
     registry = ModelRegistry(storage.join(out_uri, "registry"))
-    policies: dict[str, object] = {LOGGING_ARM: built.policy}
+    policies: dict[str, DecisionPolicy] = {LOGGING_ARM: built.policy}
     policies["myopic greedy (reference)"] = default_logging_policy(
         layout, corpus, temperature=1e-3, epsilon=0.0
     )
@@ -239,17 +245,17 @@ def comparison_plot(outcomes: list[PairedOutcome]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    diffs = [
+    # Every arm but the logging one has both differences (compare_paired_in_simulator).
+    diffs: list[tuple[str, Interval, Interval]] = [
         (o.arm, o.reward_per_decision_vs_logging, o.reward_per_user_vs_logging)
         for o in outcomes
-        if o.reward_per_decision_vs_logging is not None
+        if o.reward_per_decision_vs_logging is not None and o.reward_per_user_vs_logging is not None
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, index, title in (
-        (axes[0], 1, "reward per decision minus logging"),
-        (axes[1], 2, "reward per user minus logging"),
+    for ax, values, title in (
+        (axes[0], [d[1] for d in diffs], "reward per decision minus logging"),
+        (axes[1], [d[2] for d in diffs], "reward per user minus logging"),
     ):
-        values = [d[index] for d in diffs]
         ax.errorbar(
             range(len(values)),
             [v.value for v in values],
