@@ -26,11 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     steps.add_argument("--embedding", default=None, help="embedding URI (trained if absent)")
     steps.add_argument("--k", type=int, default=4, help="candidates per decision (default 4)")
     steps.add_argument("--days", type=int, nargs="+", default=None, help="only these log days")
+    steps.add_argument(
+        "--partitions", type=int, default=None, help="shuffle partitions (default: by log size)"
+    )
     steps.set_defaults(func=run_offline_steps)
 
 
 def run_offline_steps(args: argparse.Namespace) -> int:
     from rl.embedding import ensure_song_embedding
+    from rl.feedback_log import read_decisions
     from rl.observation import ObservationLayout
     from rl.offline_data import write_offline_steps
     from rl.ray_runtime import start_ray
@@ -44,6 +48,11 @@ def run_offline_steps(args: argparse.Namespace) -> int:
     layout = ObservationLayout(k=args.k, latent_dim=embedding.latents.shape[1])
     started = time.perf_counter()
     start_ray()
+    # Sessions are grouped with a hash shuffle; Ray Data's default of 200 partitions costs
+    # more than the work on small logs, so aim for about 25,000 decisions per partition.
+    decisions = read_decisions(log_uri, args.days).count()
+    partitions = args.partitions or min(200, max(2, decisions // 25_000 + 1))
+    print(f"{decisions:,} logged decisions under {log_uri}; {partitions} partitions", flush=True)
     rows = write_offline_steps(
         log_uri,
         out_uri,
@@ -51,6 +60,7 @@ def run_offline_steps(args: argparse.Namespace) -> int:
         [str(track) for track in embedding.track_ids],
         layout,
         days=args.days,
+        num_partitions=partitions,
     )
     storage.write_json(storage.join(out_uri, LAYOUT_FILE), layout.to_dict())
     print(f"wrote {rows:,} offline steps to {out_uri} in {time.perf_counter() - started:.1f} s")
