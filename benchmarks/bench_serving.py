@@ -4,7 +4,9 @@ What it does: starts the Serve app (services/app.py) on a local 2-CPU Ray, and t
 models in one uvicorn process (services/inprocess.py, the baseline), then drives
 ``/v1/recommend`` on loopback at concurrency 1, 8 and 32, each for a bounded time and
 count, and prints p50/p99 latency and throughput side by side with the Serve/baseline
-ratio. Last, the hot-swap under steady load: two registry versions are promoted while
+ratio, and the CPU milliseconds each server process (proxy, each deployment, or the
+baseline) and the load generator itself spent per request (from /proc: steadier than
+throughput on a shared machine). Last, the hot-swap under steady load: two registry versions are promoted while
 requests flow; it prints failed requests and the longest gap between responses.
 
 Run: ``.venv/bin/python benchmarks/bench_serving.py [--seconds 6] [--max-requests 4000]``.
@@ -24,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def process_cpu_seconds(select: Callable[[int, str], str | None]) -> dict[str, float]:
+    """User+system CPU seconds of the processes ``select(pid, title)`` names, summed per
+    name, read from /proc (Linux). CPU per request is a steadier figure than throughput
+    on a machine shared with other work."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            name = select(int(entry.name), title)
+            if name is None:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def serve_process(pid: int, title: str) -> str | None:
+    """Ray titles its workers ``ray::ServeReplica:<app>:<deployment>`` / ``ray::ProxyActor``."""
+    if "ServeReplica:encore:" in title:
+        # While a task runs Ray appends its name: "...:Ingress.handle_request".
+        return title.split("ServeReplica:encore:")[1].split()[0].split(".")[0]
+    if "ProxyActor" in title:
+        return "proxy"
+    return None
+
+
+def measured(load: Any, select: Callable[[int, str], str | None]) -> dict:
+    """Run one load coroutine; add the server processes' (and the load generator's own)
+    CPU milliseconds per request."""
+    before = process_cpu_seconds(select)
+    client_before = time.process_time()
+    result = asyncio.run(load)
+    client_s = time.process_time() - client_before
+    after = process_cpu_seconds(select)
+    n = max(result["requests"], 1)
+    result["client_cpu_ms"] = round(1000.0 * client_s / n, 2)
+    result["cpu_ms"] = {
+        name: round(1000.0 * (after[name] - before.get(name, 0.0)) / n, 2) for name in sorted(after)
+    }
+    result["cpu_ms_total"] = round(sum(result["cpu_ms"].values()), 2)
+    return result
 
 
 def summarise(latencies: list[float], elapsed: float, failures: int) -> dict[str, float]:
@@ -271,9 +323,11 @@ def main() -> int:
         baseline_url = f"http://127.0.0.1:{baseline_port}"
         wait_http(baseline_url)
         warm_up(baseline_url, tracks)
+        in_baseline = lambda pid, title: "baseline" if pid == baseline.pid else None  # noqa: E731
         for concurrency in args.concurrency:
-            results["baseline http"][concurrency] = asyncio.run(
-                http_load(baseline_url, tracks, concurrency, args.seconds, args.max_requests)
+            results["baseline http"][concurrency] = measured(
+                http_load(baseline_url, tracks, concurrency, args.seconds, args.max_requests),
+                in_baseline,
             )
     finally:
         baseline.terminate()
@@ -286,11 +340,13 @@ def main() -> int:
         urls = start_app(settings, http_port=http_port, grpc_port=grpc_port)
         warm_up(urls["http"], tracks)
         for concurrency in args.concurrency:
-            results["serve http"][concurrency] = asyncio.run(
-                http_load(urls["http"], tracks, concurrency, args.seconds, args.max_requests)
+            results["serve http"][concurrency] = measured(
+                http_load(urls["http"], tracks, concurrency, args.seconds, args.max_requests),
+                serve_process,
             )
-            results["serve grpc"][concurrency] = asyncio.run(
-                grpc_load(urls["grpc"], tracks, concurrency, args.seconds, args.max_requests)
+            results["serve grpc"][concurrency] = measured(
+                grpc_load(urls["grpc"], tracks, concurrency, args.seconds, args.max_requests),
+                serve_process,
             )
         if not args.skip_swap:
             swap = hot_swap_under_load(
@@ -304,7 +360,7 @@ def main() -> int:
         f"\n/v1/recommend on loopback, {os.cpu_count()} cores, {args.seconds:.0f} s per run (cap {args.max_requests} requests)"
     )
     print(
-        f"{'system':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} {'x baseline':>10}"
+        f"{'system':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} {'x baseline':>10} {'client':>6}  server CPU ms/request"
     )
     for concurrency in args.concurrency:
         base = results["baseline http"][concurrency]["throughput"]
@@ -312,7 +368,8 @@ def main() -> int:
             row = by_concurrency[concurrency]
             ratio = row["throughput"] / base if base else float("nan")
             print(
-                f"{system:<14} {concurrency:>4} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['failures']:>5} {ratio:>10.2f}"
+                f"{system:<14} {concurrency:>4} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['failures']:>5} {ratio:>10.2f} {row['client_cpu_ms']:>6.2f}"
+                f"  {row['cpu_ms_total']:.2f} {row['cpu_ms']}"
             )
     if swap is not None:
         print(

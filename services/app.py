@@ -5,8 +5,14 @@ Where it sits: ``serve_config.yaml`` names ``services.app:build_app`` as its imp
 the demo stage, the tests and the benchmark call ``start_app``. The graph:
 
     HTTP proxy / gRPC proxy -> Ingress --(batched)--> Embedder (raw features only)
-                                        --(batched)--> Retriever (kNN)
+                                        --(batched)--> Retriever (kNN; only for raw features
+                                                       or exclude lists the ingress's
+                                                       neighbour table cannot answer)
                                         --(batched)--> Scorer (policy, hot-swapped)
+
+A request for a catalog track makes one hop behind the ingress (the Scorer): every hop
+costs about 1-2 ms of CPU in Serve's machinery on each side, far more than the kNN lookup
+it would carry (benchmarks/bench_serving.py prints CPU per request per process).
 """
 
 from __future__ import annotations

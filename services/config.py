@@ -50,6 +50,9 @@ class ServiceConfig:
     """Most requests the ingress groups into one call per hop. >= 1."""
     batch_wait_s: float = 0.002
     """How long the ingress waits to fill a batch, in seconds. >= 0."""
+    neighbour_cache_width: int = 20
+    """Nearest songs precomputed per catalog song, so catalog requests whose exclude list
+    leaves k of them skip the Retriever hop (services/neighbour_cache.py); 0 = off. >= 0."""
     max_pending: int = 200_000
     """Decisions awaiting feedback kept in memory (oldest dropped). >= 1."""
     max_users: int = 100_000
@@ -89,6 +92,10 @@ class ServiceConfig:
             raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
         if self.batch_wait_s < 0:
             raise ValueError(f"batch_wait_s must be >= 0, got {self.batch_wait_s}")
+        if self.neighbour_cache_width < 0:
+            raise ValueError(
+                f"neighbour_cache_width must be >= 0, got {self.neighbour_cache_width}"
+            )
         if self.max_pending < 1 or self.max_users < 1:
             raise ValueError("max_pending and max_users must be >= 1")
         unknown = (

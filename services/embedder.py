@@ -20,6 +20,8 @@ from services.config import QUIET_LOGS, ServiceConfig
     logging_config=QUIET_LOGS,
     ray_actor_options={"num_cpus": 0.1},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
+    max_ongoing_requests=16,
 )
 class Embedder:
     def __init__(self, config: dict[str, Any]) -> None:

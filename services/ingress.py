@@ -27,7 +27,7 @@ import grpc
 import numpy as np
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
@@ -39,6 +39,7 @@ from rl.registry import ModelRegistry, RegistryError
 from services.config import QUIET_LOGS, ServiceConfig
 from services.feedback import FeedbackSink
 from services.http_limits import BodySizeLimit
+from services.neighbour_cache import build_neighbour_cache
 from services.pipeline import CatalogTable, RecommendationPipeline, ServiceError
 from services.proto import encore_pb2
 from services.schemas import (
@@ -178,6 +179,9 @@ class Ingress:
             retrieve=self._retrieve,
             score=self._score,
             arms=ArmAssignment(self.config.ab_arms),
+            neighbour_cache=build_neighbour_cache(
+                embedding.latents, embedding.track_ids, self.config.neighbour_cache_width
+            ),
         )
         self._recommend_batched.set_max_batch_size(self.config.batch_max_size)  # type: ignore[attr-defined]
         self._recommend_batched.set_batch_wait_timeout_s(self.config.batch_wait_s)  # type: ignore[attr-defined]
@@ -206,9 +210,12 @@ class Ingress:
     @api.post(
         "/v1/recommend", response_model=RecommendResponse, responses={404: {}, 413: {}, 422: {}}
     )
-    async def recommend(self, body: RecommendRequest) -> RecommendResponse:
+    async def recommend(self, body: RecommendRequest) -> Response:
         """Rank the kNN candidates of the song playing and pick the next one."""
-        return await self._recommend(body)
+        # Already a validated RecommendResponse: serialize it once instead of letting
+        # FastAPI dump, re-validate and re-encode it (response_model stays for the docs).
+        response = await self._recommend(body)
+        return Response(response.model_dump_json(), media_type="application/json")
 
     @api.post(
         "/v1/feedback", response_model=FeedbackResponse, responses={404: {}, 413: {}, 422: {}}

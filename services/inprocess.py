@@ -22,6 +22,7 @@ from rl.embedding import ensure_song_embedding
 from rl.retrieval import KnnIndex
 from services.config import ServiceConfig
 from services.feedback import FeedbackSink
+from services.neighbour_cache import build_neighbour_cache
 from services.pipeline import CatalogTable, RecommendationPipeline, ServiceError
 from services.retriever import neighbours
 from services.schemas import FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse
@@ -68,6 +69,9 @@ def build_pipeline(config: ServiceConfig) -> RecommendationPipeline:
         retrieve=retrieve,
         score=score,
         arms=ArmAssignment(config.ab_arms),
+        neighbour_cache=build_neighbour_cache(
+            embedding.latents, embedding.track_ids, config.neighbour_cache_width
+        ),
     )
 
 

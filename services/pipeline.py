@@ -4,9 +4,11 @@ Where it sits: the ingress deployment (services/ingress.py) runs this with the E
 Retriever and Scorer as remote ``DeploymentHandle`` calls; the in-process benchmark
 baseline runs it with the same cores called locally. Everything is batched: the ingress
 gathers concurrent requests (``@serve.batch``) so each hop is paid once per batch, not
-once per request. Cheap steps stay here: a catalog track's latent is a table lookup (the
-Embedder is only called for raw features), and the user state and pending decisions live
-beside the request ids (services/user_state.py).
+once per request. Cheap steps stay here, so most requests make one hop (the Scorer): a
+catalog track's latent is a table lookup (the Embedder is only called for raw features),
+its candidates come from a precomputed neighbour table (services/neighbour_cache.py; the
+Retriever is only called for raw features or exclude lists the table cannot answer), and
+the user state and pending decisions live beside the request ids (services/user_state.py).
 
 Errors that are the caller's fault raise ``ServiceError`` subclasses carrying the HTTP
 status, the offending field and a message; the transports map them to 404/422 (HTTP) or
@@ -27,6 +29,7 @@ import numpy as np
 from rl.observation import ObservationLayout
 from rl.reward import RewardConfig, compute_reward
 from services.feedback import FeedbackSink
+from services.neighbour_cache import NeighbourCache
 from services.schemas import (
     Candidate,
     FeedbackRequest,
@@ -133,6 +136,7 @@ class RecommendationPipeline:
         arms: ArmAssignment | None = None,
         reward_config: RewardConfig | None = None,
         clock: Callable[[], float] = time.time,
+        neighbour_cache: NeighbourCache | None = None,
     ) -> None:
         self.layout = layout
         self.catalog = catalog
@@ -142,6 +146,7 @@ class RecommendationPipeline:
         self.arms = arms or ArmAssignment()
         self.reward_config = reward_config or RewardConfig()
         self.clock = clock
+        self.neighbour_cache = neighbour_cache
 
     # -- recommend ------------------------------------------------------------------------
     def check(self, request: RecommendRequest) -> None:
@@ -185,11 +190,7 @@ class RecommendationPipeline:
         if by_features:
             raw = np.asarray([requests[i].features.as_row() for i in by_features], np.float64)  # type: ignore[union-attr]
             current[by_features] = await self.embed(raw)
-        excludes = [
-            list(r.exclude) + ([r.track_id] if r.track_id is not None else []) for r in requests
-        ]
-        k = max(r.k for r in requests)
-        neighbours = await self.retrieve(current, k, excludes)
+        neighbours = await self._neighbours(requests, current)
 
         tastes = np.zeros_like(current)
         cand_ids, cand_latents, cand_rel, cand_dist = [], [], [], []
@@ -260,6 +261,32 @@ class RecommendationPipeline:
                 )
             )
         return responses
+
+    async def _neighbours(
+        self, requests: list[RecommendRequest], current: np.ndarray
+    ) -> list[tuple[list[str], list[float]]]:
+        """Candidates per request: from the neighbour cache when it answers exactly, the
+        rest in one Retriever call."""
+        found: list[tuple[list[str], list[float]] | None] = [None] * len(requests)
+        if self.neighbour_cache is not None:
+            for i, request in enumerate(requests):
+                if request.track_id is not None:
+                    found[i] = self.neighbour_cache.lookup(
+                        self.catalog.row_of[request.track_id],  # type: ignore[attr-defined]
+                        request.k,
+                        set(request.exclude) if request.exclude else (),
+                    )
+        missing = [i for i, answer in enumerate(found) if answer is None]
+        if missing:
+            excludes: list[list[str]] = []
+            for i in missing:
+                track_id = requests[i].track_id
+                excludes.append(list(requests[i].exclude) + ([track_id] if track_id else []))
+            k = max(requests[i].k for i in missing)
+            retrieved = await self.retrieve(current[missing], k, excludes)
+            for i, answer in zip(missing, retrieved, strict=True):
+                found[i] = answer
+        return found  # type: ignore[return-value]
 
     def _candidate(self, track_id: str, probability: float, distance: float) -> Candidate:
         row = self.catalog.row(track_id)

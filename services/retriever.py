@@ -36,6 +36,8 @@ def neighbours(index: KnnIndex, latents: np.ndarray, k: int, excludes: list[list
     logging_config=QUIET_LOGS,
     ray_actor_options={"num_cpus": 0.1},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
+    max_ongoing_requests=16,
 )
 class Retriever:
     def __init__(self, config: dict[str, Any]) -> None:

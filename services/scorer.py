@@ -86,6 +86,8 @@ def split_scored(scored: ScoredBatch, sizes: list[int]) -> list[ScoredBatch]:
     logging_config=QUIET_LOGS,
     ray_actor_options={"num_cpus": 0.3},
     autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
+    max_ongoing_requests=16,
 )
 class Scorer:
     def __init__(self, config: dict[str, Any]) -> None:
