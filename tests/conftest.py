@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -47,3 +48,13 @@ def trained_embedding(real_catalog, tmp_path_factory):
         tmp_path_factory.getbasetemp().parent / "encore-embedding"
     )
     return ensure_song_embedding(cache, progress=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_is_shut_down_after_each_module():
+    """A command under test may start Ray and leave it running (as a CLI process would,
+    exiting right after); shut it down so the next module's fixtures start their own."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
