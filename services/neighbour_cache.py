@@ -28,21 +28,8 @@ class NeighbourCache:
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         self.track_ids = index.track_ids
-        width = min(width, len(index) - 1)
-        self.width = width
-        if width < 1:  # a one-song catalog has no neighbours: every lookup misses
-            self.rows_ = np.full((len(index), 0), -1, np.int32)
-            self.distances_ = np.zeros((len(index), 0), np.float32)
-            return
-        # One batched query with width + 1 neighbours, dropping the song itself, is exact
-        # and far cheaper than per-song exclusion sets.
-        distances, rows = index._index.kneighbors(index.latents, n_neighbors=width + 1)
-        not_self = rows != np.arange(len(index))[:, None]
-        # Keep the first `width` entries that are not the song itself (a duplicate latent
-        # may rank another row before the song itself).
-        order = np.argsort(~not_self, axis=1, kind="stable")[:, :width]
-        self.rows_ = np.take_along_axis(rows, order, axis=1).astype(np.int32)
-        self.distances_ = np.take_along_axis(distances, order, axis=1).astype(np.float32)
+        self.rows_, self.distances_ = index.neighbour_table(width)
+        self.width = self.rows_.shape[1]
 
     def lookup(
         self, row: int, k: int, exclude: Collection[str]

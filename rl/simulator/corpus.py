@@ -50,19 +50,10 @@ def neighbour_table(
     latents: np.ndarray, track_ids: Sequence[str] | np.ndarray, width: int
 ) -> np.ndarray:
     """(N, width) int32: each song's nearest other songs (exact kNN), -1 where too few."""
-    index = KnnIndex(latents, list(track_ids))
-    width = min(width, len(index) - 1)
-    if width < 1:
-        return np.full((len(index), 1), -1, np.int32)
-    # One batched query with k = width + 1, dropping each song itself, is exact and far
-    # faster than per-song exclusion sets.
-    _, rows = index._index.kneighbors(index.latents, n_neighbors=width + 1)
-    own = np.arange(len(index))[:, None]
-    not_self = rows != own
-    # Keep the first `width` entries that are not the song itself (duplicates of a latent
-    # may rank another row before the song itself).
-    order = np.argsort(~not_self, axis=1, kind="stable")[:, :width]
-    return np.take_along_axis(rows, order, axis=1).astype(np.int32)
+    rows, _ = KnnIndex(latents, list(track_ids)).neighbour_table(max(width, 1))
+    if rows.shape[1] == 0:  # a one-song catalog: one column of "no candidate"
+        return np.full((len(rows), 1), -1, np.int32)
+    return rows
 
 
 def build_corpus(

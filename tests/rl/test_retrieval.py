@@ -89,3 +89,21 @@ def test_recall_counts_ties_as_hits_and_misses_as_misses():
     reference = np.array([[0.0, 1.0, 2.0]])
     assert recall_at_k(np.array([[0.0, 1.0, 2.0]]), reference) == 1.0
     assert recall_at_k(np.array([[0.0, 1.0, 2.5]]), reference) == pytest.approx(2 / 3)
+
+
+def test_neighbour_table_matches_per_song_queries(index, latents):
+    rows, distances = index.neighbour_table(5)
+    assert rows.shape == distances.shape == (len(latents), 5)
+    reference = index.neighbours_of_tracks(list(index.track_ids), k=5)
+    np.testing.assert_array_equal(rows, reference.rows)
+    np.testing.assert_allclose(distances, reference.distances, rtol=1e-5, atol=1e-5)
+    assert not np.any(rows == np.arange(len(latents))[:, None])
+
+
+def test_neighbour_table_width_is_capped_by_the_catalog():
+    index = KnnIndex(np.eye(3, dtype=np.float32), ["a", "b", "c"])
+    rows, _ = index.neighbour_table(10)
+    assert rows.shape == (3, 2)
+    assert KnnIndex(np.zeros((1, 2)), ["solo"]).neighbour_table(4)[0].shape == (1, 0)
+    with pytest.raises(RetrievalError, match="width must be >= 1"):
+        index.neighbour_table(0)
