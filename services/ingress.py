@@ -19,8 +19,10 @@ NOT_FOUND / INVALID_ARGUMENT with the same message. Admin actions need
 """
 
 import asyncio
+import contextlib
 import hmac
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -124,9 +126,25 @@ def recommend_to_proto(response: RecommendResponse) -> Any:
     return message
 
 
-def _grpc_refuse(context: RayServegRPCContext, status: grpc.StatusCode, details: str) -> None:
-    context.set_code(status)
-    context.set_details(details)
+@contextlib.contextmanager
+def _grpc_status(context: RayServegRPCContext) -> Iterator[None]:
+    """Answer bad input with a proper gRPC status instead of Serve's generic INTERNAL.
+
+    Used as ``with _grpc_status(ctx): return ...`` followed by returning an empty message:
+    a refused request falls through to that line with the code and details set.
+    """
+    try:
+        yield
+    except ValidationError as exc:
+        error = validation_errors(exc)[0]
+        context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        context.set_details(f"invalid {error['field']}: {error['message']}")
+    except ServiceError as exc:
+        not_found = exc.status == 404
+        context.set_code(
+            grpc.StatusCode.NOT_FOUND if not_found else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        context.set_details(exc.message)
 
 
 @serve.deployment(
@@ -300,25 +318,13 @@ class Ingress:
 
     # -- gRPC (methods named after the RPCs of services/proto/encore.proto) ---------------
     async def Recommend(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
-        try:
+        with _grpc_status(grpc_context):
             body = recommend_from_proto(request)
             return recommend_to_proto(await self._recommend(body))
-        except ValidationError as exc:
-            error = validation_errors(exc)[0]
-            _grpc_refuse(
-                grpc_context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"invalid {error['field']}: {error['message']}",
-            )
-        except ServiceError as exc:
-            code = (
-                grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            _grpc_refuse(grpc_context, code, exc.message)
         return encore_pb2.RecommendResponse()
 
     async def Feedback(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
-        try:
+        with _grpc_status(grpc_context):
             body = FeedbackRequest(
                 request_id=request.request_id,
                 track_id=request.track_id,
@@ -327,18 +333,6 @@ class Ingress:
                 skip_level=request.skip_level,
             )
             return encore_pb2.FeedbackResponse(**(await self.pipeline.feedback(body)).model_dump())
-        except ValidationError as exc:
-            error = validation_errors(exc)[0]
-            _grpc_refuse(
-                grpc_context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"invalid {error['field']}: {error['message']}",
-            )
-        except ServiceError as exc:
-            code = (
-                grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            _grpc_refuse(grpc_context, code, exc.message)
         return encore_pb2.FeedbackResponse()
 
     def __del__(self) -> None:
