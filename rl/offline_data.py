@@ -50,6 +50,9 @@ OFFLINE_SCHEMA = pa.schema(
     ]
 )
 UNKNOWN_TRACK_POLICIES = ("error", "zeros")
+#: File beside the step rows holding the ObservationLayout they were built with. The leading
+#: underscore makes parquet readers (pyarrow, Ray Data) skip it when reading the directory.
+LAYOUT_FILE = "_layout.json"
 
 
 class UnknownTrackError(KeyError):
@@ -199,7 +202,11 @@ def write_offline_steps(
     unknown_tracks: str = "error",
     num_partitions: int | None = None,
 ) -> int:
-    """Read the log, convert, write parquet step rows under ``out_uri``; returns #rows."""
+    """Read the log, convert, write parquet step rows under ``out_uri``; returns #rows.
+
+    The observation layout is written beside the rows (``_layout.json``) so that training
+    reads the data with the layout it was built with.
+    """
     from rl import storage
     from rl.feedback_log import read_decisions
 
@@ -215,4 +222,5 @@ def write_offline_steps(
     filesystem, path = storage.resolve(out_uri)
     steps = steps.materialize()
     steps.write_parquet(path, filesystem=filesystem)
+    storage.write_json(storage.join(out_uri, LAYOUT_FILE), layout.to_dict())
     return steps.count()

@@ -3,7 +3,7 @@
 Where it sits: ``encore simulate`` (or the service) writes the decision log ->
 **offline-steps** -> ``encore train --data OUT``. Each logged session becomes an episode
 (eps_id, t, obs, actions, rewards, new_obs, terminateds, truncateds, action_logp); the
-observation layout is written beside the data (``layout.json``) so training picks it up.
+observation layout is written beside the data (``_layout.json``) so training picks it up.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ def run_offline_steps(args: argparse.Namespace) -> int:
     from rl.observation import ObservationLayout
     from rl.offline_data import write_offline_steps
     from rl.ray_runtime import start_ray
-    from rl.training.steps_data import LAYOUT_FILE
 
     log_uri = args.log or paths.default_log_uri()
     out_uri = args.out or storage.join(paths.data_dir(), "offline", "steps")
@@ -62,6 +61,5 @@ def run_offline_steps(args: argparse.Namespace) -> int:
         days=args.days,
         num_partitions=partitions,
     )
-    storage.write_json(storage.join(out_uri, LAYOUT_FILE), layout.to_dict())
     print(f"wrote {rows:,} offline steps to {out_uri} in {time.perf_counter() - started:.1f} s")
     return 0

@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument(
-        "--k", type=int, default=4, help="candidates (if no layout.json with the data)"
+        "--k", type=int, default=4, help="candidates (if no _layout.json with the data)"
     )
     train.add_argument("--latent-dim", type=int, default=5, help="latent size (idem)")
     train.add_argument(

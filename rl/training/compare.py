@@ -29,7 +29,7 @@ from rl.training.sim_compare import (
     PairedOutcome,
     compare_paired_in_simulator,
 )
-from rl.training.steps_data import LAYOUT_FILE, parquet_files, read_logged_decisions
+from rl.training.steps_data import parquet_files, read_logged_decisions
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,6 @@ def _to_steps(log_uri: str, steps_uri: str, embedding, layout) -> list[str]:
         layout,
         num_partitions=4,
     )
-    storage.write_json(storage.join(steps_uri, LAYOUT_FILE), layout.to_dict())
     return parquet_files(steps_uri)
 
 

@@ -15,9 +15,7 @@ import pyarrow.fs as pafs
 
 from rl import storage
 from rl.observation import ObservationLayout
-
-LAYOUT_FILE = "layout.json"
-"""Optional ``ObservationLayout.to_dict()`` beside the data; flags are used otherwise."""
+from rl.offline_data import LAYOUT_FILE  # written beside the data; else --k/--latent-dim
 
 
 def parquet_files(uri: str) -> list[str]:
