@@ -21,7 +21,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,8 @@ class CatalogTable:
     names: np.ndarray  # (N,) object
     artists: np.ndarray  # (N,) object
     durations_s: np.ndarray  # (N,) float, NaN when unknown
+    row_of: dict[str, int] = field(init=False, repr=False)
+    """track_id -> row, derived from ``track_ids``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "row_of", {t: i for i, t in enumerate(self.track_ids)})
@@ -108,7 +110,7 @@ class CatalogTable:
         )
 
     def row(self, track_id: str) -> int | None:
-        return self.row_of.get(track_id)  # type: ignore[attr-defined]
+        return self.row_of.get(track_id)
 
 
 EmbedFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
@@ -202,7 +204,7 @@ class RecommendationPipeline:
             cand_ids.append(ids)
             cand_dist.append(distances)
             cand_rel.append(relationship)
-            rows = [self.catalog.row_of[t] for t in ids]  # type: ignore[attr-defined]
+            rows = [self.catalog.row_of[t] for t in ids]
             cand_latents.append(self.catalog.latents[rows])
         obs = build_observations(
             self.layout,
@@ -272,7 +274,7 @@ class RecommendationPipeline:
             for i, request in enumerate(requests):
                 if request.track_id is not None:
                     found[i] = self.neighbour_cache.lookup(
-                        self.catalog.row_of[request.track_id],  # type: ignore[attr-defined]
+                        self.catalog.row_of[request.track_id],
                         request.k,
                         set(request.exclude) if request.exclude else (),
                     )
