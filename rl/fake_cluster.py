@@ -338,7 +338,8 @@ class Observer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():  # never started when the cluster failed to come up
+            self._thread.join(timeout=30)
 
     def peak_nodes(self, node_type: str) -> int:
         return max((s.nodes.get(node_type, 0) for s in self.samples), default=0)

@@ -244,18 +244,23 @@ def test_fake_config_keeps_node_types_and_scales_down(cluster_config):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_proof_on_fake_multinode_cluster(tmp_path):
+def test_proof_on_fake_multinode_cluster():
     """``encore cluster proof``: nodes are added under load, a job trains and registers."""
     from rl import paths
     from rl.cluster_proof import ProofConfig, run_proof
-    from rl.fake_cluster import processes_with_marker
+    from rl.fake_cluster import make_work_dir, processes_with_marker, remove_work_dir
 
     if not os.path.exists(SERVE_CONFIG):
         pytest.skip("serve_config.yaml not in the repo yet")
     if not os.path.exists(os.path.join(paths.default_embedding_uri(), "latents.parquet")):
         pytest.skip("no trained song embedding (run `encore train-embedding`)")
     config = ProofConfig(cluster_yaml=CLUSTER_YAML, serve_config=SERVE_CONFIG, load_seconds=45)
-    report = run_proof(config, work_dir=str(tmp_path / "proof"))
+    # Not pytest's tmp_path: Ray's unix socket paths under the work dir must stay < 108 bytes.
+    work_dir = make_work_dir()
+    try:
+        report = run_proof(config, work_dir=work_dir)
+    finally:
+        remove_work_dir(work_dir)
     assert report.jobs.get("encore-train") == "SUCCEEDED"
     assert report.registry_versions, "the training job registered no version"
     assert report.peak_nodes["cpu_worker"] >= 2, "the autoscaler added no serving node"
