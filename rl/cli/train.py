@@ -18,7 +18,6 @@ Example (synthetic data, a couple of minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rl import paths, storage
@@ -185,25 +184,17 @@ def _print_iteration(report: IterationReport) -> None:
 
 
 def _start_ray(num_learners: int, learner_resources: dict[str, float] | None = None) -> None:
-    """Join RAY_ADDRESS's cluster, else start a local Ray that offers the learners'
-    custom resources too (so the cluster command also runs on one machine)."""
-    import ray
+    """Ray for training: locally, one CPU per learner plus the driver, and the learners'
+    custom resources offered too (so the cluster command also runs on one machine)."""
+    from rl.ray_runtime import start_ray
 
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(
-                address="local",
-                num_cpus=max(2, num_learners + 1),
-                resources={
-                    name: amount * max(1, num_learners)
-                    for name, amount in (learner_resources or {}).items()
-                },
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+    start_ray(
+        num_cpus=max(2, num_learners + 1),
+        resources={
+            name: amount * max(1, num_learners)
+            for name, amount in (learner_resources or {}).items()
+        },
+    )
 
 
 def parse_resources(items: list[str]) -> dict[str, float]:
