@@ -3,13 +3,16 @@
 What it does: starts the Serve app (services/app.py) on a local 2-CPU Ray, and the same
 models in one uvicorn process (services/inprocess.py, the baseline), then drives
 ``/v1/recommend`` on loopback at concurrency 1, 8 and 32, each for a bounded time and
-count, and prints p50/p99 latency and throughput side by side with the Serve/baseline
-ratio, and the CPU milliseconds each server process (proxy, each deployment, or the
+count, over the Ingress replica's own ports (direct ingress, the default: "direct http",
+"direct grpc") and through Serve's proxies ("proxy http", "proxy grpc"), and prints
+p50/p99 latency and throughput side by side with the Serve/baseline ratio, and the CPU milliseconds each server process (proxy, each deployment, or the
 baseline) and the load generator itself spent per request (from /proc: steadier than
 throughput on a shared machine). Last, the hot-swap under steady load: two registry versions are promoted while
 requests flow; it prints failed requests and the longest gap between responses.
 
-Run: ``.venv/bin/python benchmarks/bench_serving.py [--seconds 6] [--max-requests 4000]``.
+Run: ``.venv/bin/python benchmarks/bench_serving.py [--seconds 6] [--max-requests 4000]``
+(``--proxy-only`` for Serve without direct ingress). The HTTP load generator is
+benchmarks/loadgen.py (keep-alive, ~0.1 ms of CPU per request).
 Expect a few minutes. Targets (issue 5): Serve >= 0.5x the baseline's throughput at
 concurrency 32 with p99 < 100 ms on 2 cores; zero failures and no gap > 1 s in a swap.
 The load generator shares the 2 cores with the servers, as a client on loopback does.
@@ -34,6 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def free_port() -> int:
@@ -78,7 +82,9 @@ def measured(load: Any, select: Callable[[int, str], str | None]) -> dict:
     CPU milliseconds per request."""
     before = process_cpu_seconds(select)
     client_before = time.process_time()
-    result = asyncio.run(load)
+    from loadgen import run
+
+    result = run(load)
     client_s = time.process_time() - client_before
     after = process_cpu_seconds(select)
     n = max(result["requests"], 1)
@@ -104,37 +110,23 @@ def summarise(latencies: list[float], elapsed: float, failures: int) -> dict[str
 async def http_load(
     url: str, tracks: list[str], concurrency: int, seconds: float, max_requests: int
 ) -> dict:
-    import httpx
+    """Closed-loop clients on keep-alive connections (benchmarks/loadgen.py: ~0.1 ms of
+    client CPU per request, so the 2 cores go to the servers being measured)."""
+    from loadgen import closed_loop_http
 
-    latencies: list[float] = []
-    failures = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    def body(worker_id: int, i: int) -> dict:
+        return {
+            "user_id": f"bench-{worker_id}",
+            "track_id": tracks[(worker_id * 7919 + i) % len(tracks)],
+        }
 
-        async def worker(worker_id: int) -> None:
-            nonlocal failures
-            i = 0
-            while time.perf_counter() < deadline and len(latencies) + failures < max_requests:
-                body = {
-                    "user_id": f"bench-{worker_id}",
-                    "track_id": tracks[(worker_id * 7919 + i) % len(tracks)],
-                }
-                i += 1
-                started = time.perf_counter()
-                try:
-                    response = await client.post("/v1/recommend", json=body)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    failures += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*[worker(w) for w in range(concurrency)])
-        return summarise(latencies, time.perf_counter() - started, failures)
+    started = time.perf_counter()
+    latencies, failures, reasons = await closed_loop_http(
+        url, "/v1/recommend", body, concurrency, started + seconds, max_requests, time.perf_counter
+    )
+    for reason in reasons:
+        print(f"HTTP failure: {reason}", file=sys.stderr)
+    return summarise(latencies, time.perf_counter() - started, failures)
 
 
 async def grpc_load(
@@ -194,7 +186,9 @@ def wait_http(url: str, timeout_s: float = 180.0) -> None:
 
 
 def warm_up(url: str, tracks: list[str]) -> None:
-    asyncio.run(http_load(url, tracks, 8, 2.0, 300))
+    from loadgen import run
+
+    run(http_load(url, tracks, 8, 2.0, 300))
 
 
 def hot_swap_under_load(
@@ -287,6 +281,11 @@ def main() -> int:
         "--data", default=None, help="data root holding the embedding (default ./data)"
     )
     parser.add_argument("--skip-swap", action="store_true")
+    parser.add_argument(
+        "--proxy-only",
+        action="store_true",
+        help="serve through Serve's proxies only (no direct ingress), as before issue 5's fix",
+    )
     args = parser.parse_args()
 
     import ray
@@ -294,7 +293,7 @@ def main() -> int:
 
     from rl import paths
     from rl.embedding import ensure_song_embedding
-    from services.app import start_app
+    from services.app import start_app, use_serve_fast_path
 
     data_root = args.data or paths.data_dir()
     work = tempfile.mkdtemp(prefix="encore-bench-serving-")
@@ -307,7 +306,7 @@ def main() -> int:
         "journal_dir": f"{work}/journal",
         "poll_interval_s": 0.5,
     }
-    results: dict[str, dict[int, dict]] = {"baseline http": {}, "serve http": {}, "serve grpc": {}}
+    results: dict[str, dict[int, dict]] = {"baseline http": {}}
 
     baseline_port = free_port()
     baseline_env = {
@@ -333,24 +332,37 @@ def main() -> int:
         baseline.terminate()
         baseline.wait(timeout=30)
 
+    if args.proxy_only:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "0"
+    else:
+        use_serve_fast_path()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     swap = None
     try:
         http_port, grpc_port = free_port(), free_port()
         urls = start_app(settings, http_port=http_port, grpc_port=grpc_port)
+        targets = {"proxy http": urls["http"], "proxy grpc": urls["grpc"]}
+        if "http_direct" in urls:  # Serve runs with direct ingress: measure both ways in
+            targets = {
+                "direct http": urls["http_direct"],
+                "direct grpc": urls["grpc_direct"],
+                **targets,
+            }
         warm_up(urls["http"], tracks)
         for concurrency in args.concurrency:
-            results["serve http"][concurrency] = measured(
-                http_load(urls["http"], tracks, concurrency, args.seconds, args.max_requests),
-                serve_process,
-            )
-            results["serve grpc"][concurrency] = measured(
-                grpc_load(urls["grpc"], tracks, concurrency, args.seconds, args.max_requests),
-                serve_process,
-            )
+            for system, target in targets.items():
+                load = http_load if "http" in system else grpc_load
+                results.setdefault(system, {})[concurrency] = measured(
+                    load(target, tracks, concurrency, args.seconds, args.max_requests),
+                    serve_process,
+                )
         if not args.skip_swap:
             swap = hot_swap_under_load(
-                urls["http"], tracks, settings["registry_uri"], work, seconds=9.0
+                urls.get("http_direct", urls["http"]),
+                tracks,
+                settings["registry_uri"],
+                work,
+                seconds=9.0,
             )
     finally:
         serve.shutdown()

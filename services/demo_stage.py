@@ -40,7 +40,7 @@ def run_serving_demo(
     from ray import serve
 
     from rl.feedback_log import read_decisions_table
-    from services.app import start_app
+    from services.app import start_app, use_serve_fast_path
     from services.config import ServiceConfig
     from services.grpc_client import EncoreClient
 
@@ -51,6 +51,7 @@ def run_serving_demo(
     config = ServiceConfig.from_args(args)
     owns_ray = not ray.is_initialized()
     if owns_ray:
+        use_serve_fast_path()
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rng = random.Random(seed)
     summary: dict[str, Any] = {"recommendations": [], "feedback": []}
@@ -59,7 +60,11 @@ def run_serving_demo(
         print(
             f"served app up in {time.perf_counter() - started:.0f} s: {urls['http']} (docs {urls['docs']}), gRPC {urls['grpc']}"
         )
-        with httpx.Client(base_url=urls["http"], timeout=30) as client:
+        if "http_direct" in urls:
+            print(
+                f"direct ingress (no proxy hop): HTTP {urls['http_direct']}, gRPC {urls.get('grpc_direct')}"
+            )
+        with httpx.Client(base_url=urls.get("http_direct", urls["http"]), timeout=30) as client:
             models = client.get("/v1/models").json()
             print(
                 f"serving: {sorted({s['version'] for s in models['serving'].values()})}; production pointer: {models['production_pointer']}"
@@ -101,7 +106,7 @@ def run_serving_demo(
             )
             print(f"\nunknown track -> {bad.status_code} {bad.json()['detail']}")
         if summary["recommendations"]:
-            with EncoreClient(urls["grpc"]) as grpc_client:
+            with EncoreClient(urls.get("grpc_direct", urls["grpc"])) as grpc_client:
                 reply = grpc_client.recommend(
                     "demo-grpc-user",
                     track_id=summary["recommendations"][0]["candidates"][0]["track_id"],

@@ -53,18 +53,24 @@ def run_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from services.app import start_app
+    from services.app import start_app, use_serve_fast_path
     from services.config import ServiceConfig
 
     settings = {"data_root": args.data or paths.data_dir(), "k": args.k}
     if args.catalog:
         settings["catalog_uri"] = args.catalog
     config = ServiceConfig.from_args(settings)
+    use_serve_fast_path()  # direct ingress; RAY_SERVE_THROUGHPUT_OPTIMIZED=0 turns it off
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     try:
         urls = start_app(config, http_port=args.http_port, grpc_port=args.grpc_port)
         print(f"HTTP  {urls['http']}/v1/recommend  (OpenAPI docs: {urls['docs']})")
         print(f"gRPC  {urls['grpc']}  (services/proto/encore.proto, metadata application=encore)")
+        if "http_direct" in urls:
+            print(
+                f"fast path, no proxy hop: HTTP {urls['http_direct']}/v1/recommend, "
+                f"gRPC {urls.get('grpc_direct')}"
+            )
         print(f"feedback log: {config.log_uri}   registry: {config.registry_uri}")
         print("Ctrl-C to stop", flush=True)
         deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds

@@ -1,6 +1,10 @@
 """The served app for real: ``serve.run`` of services.app, HTTP and gRPC requests,
 every bad-input answer, feedback read back through Ray Data, hot-swap under load, refusals.
 
+Ray runs with Serve's direct ingress (services.app.SERVE_FAST_PATH_ENV), as ``encore serve``
+does: most tests talk to the Ingress replica's own ports (the fast path); one checks that
+the proxies answer the same requests.
+
 Serve starts once for the module (about 30 s on 2 cores); the tests run in file order and
 share it (the hot-swap tests come last because they change the production version).
 """
@@ -41,7 +45,7 @@ def served(small_embedding_uri, tmp_path_factory):
     from rl.embedding import load_song_embedding
     from rl.observation import ObservationLayout
     from rl.registry import ModelRegistry
-    from services.app import start_app
+    from services.app import SERVE_FAST_PATH_ENV, start_app, use_serve_fast_path
     from tests.services.conftest import register_module_version
 
     os.environ["ENCORE_ADMIN_TOKEN"] = ADMIN_TOKEN  # inherited by the replicas
@@ -68,11 +72,14 @@ def served(small_embedding_uri, tmp_path_factory):
         "flush_interval_s": 0.5,
         "seed": 0,
     }
+    saved_env = {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
+    use_serve_fast_path()
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         urls = start_app(config, http_port=_free_port(), grpc_port=_free_port())
+        assert "http_direct" in urls and "grpc_direct" in urls, urls
         track_ids = list(load_song_embedding(small_embedding_uri).track_ids)
-        with httpx.Client(base_url=urls["http"], timeout=30) as client:
+        with httpx.Client(base_url=urls["http_direct"], timeout=30) as client:
             yield {
                 "client": client, "urls": urls, "registry": registry, "versions": versions,
                 "config": config, "tracks": track_ids,
@@ -80,6 +87,11 @@ def served(small_embedding_uri, tmp_path_factory):
     finally:
         serve.shutdown()
         ray.shutdown()
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def recommend(served, **body):
@@ -265,7 +277,7 @@ def test_grpc_recommend_feedback_and_errors(served):
 
     from services.grpc_client import EncoreClient
 
-    with EncoreClient(served["urls"]["grpc"]) as client:
+    with EncoreClient(served["urls"]["grpc_direct"]) as client:
         response = client.recommend("grpc-user", track_id=served["tracks"][1], k=3, mode="greedy")
         assert len(response.candidates) == 3 and response.model_version
         ack = client.feedback(
@@ -287,6 +299,29 @@ def test_grpc_recommend_feedback_and_errors(served):
         with pytest.raises(grpc.RpcError) as unknown:
             client.feedback("f" * 32, "t", listen_fraction=0.5, skip_level=1)
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_proxies_answer_like_the_direct_ingress(served):
+    import httpx
+
+    from services.grpc_client import EncoreClient
+
+    body = {"user_id": "proxied", "track_id": served["tracks"][2], "mode": "greedy"}
+    direct = served["client"].post("/v1/recommend", json=body).json()
+    proxied = httpx.post(f"{served['urls']['http']}/v1/recommend", json=body, timeout=30)
+    assert proxied.status_code == 200, proxied.text
+    assert [c["track_id"] for c in proxied.json()["candidates"]] == [
+        c["track_id"] for c in direct["candidates"]
+    ]
+    missing = httpx.post(
+        f"{served['urls']['http']}/v1/recommend",
+        json={"user_id": "proxied", "track_id": "no-such-track"},
+        timeout=30,
+    )
+    assert missing.status_code == 404 and "no-such-track" in missing.json()["detail"]
+    with EncoreClient(served["urls"]["grpc"]) as client:
+        reply = client.recommend("proxied", track_id=served["tracks"][2], mode="greedy")
+    assert [c.track_id for c in reply.candidates] == [c["track_id"] for c in direct["candidates"]]
 
 
 # -- admin, hot-swap, refusals ----------------------------------------------------------------------
@@ -374,7 +409,7 @@ def wait_until_serving(served, version: str, timeout_s: float = 30.0) -> None:
 
 def test_hot_swap_under_load_has_no_failures_and_no_gap(served):
     good_a, good_b = served["versions"]["good_a"], served["versions"]["good_b"]
-    with SteadyLoad(served["urls"]["http"], served["tracks"][0]) as load:
+    with SteadyLoad(served["urls"]["http_direct"], served["tracks"][0]) as load:
         # Over HTTP with the admin token: the answer comes once the Scorer serves it.
         promoted = served["client"].post(
             "/v1/admin/promote",
