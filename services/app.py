@@ -124,7 +124,10 @@ def direct_ingress_urls(
     import ray
     from ray.serve.context import _get_global_client
 
-    controller = _get_global_client()._controller
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("Serve is not running in this Ray cluster (call start_app first)")
+    controller = client._controller
     groups = ray.get(controller.get_target_groups.remote(app_name))
     urls: dict[str, list[str]] = {"http": [], "grpc": []}
     for group in groups:
