@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from rl import paths
 from rl.observation import DEFAULT_BETAS, ObservationLayout
 
@@ -60,12 +62,31 @@ class ServiceConfig:
     admin_token_env: str = "ENCORE_ADMIN_TOKEN"
     """Environment variable holding the admin token; admin endpoints are off when unset."""
     ab_arms: dict[str, float] = field(default_factory=dict)
-    """A/B split by user hash: arm name -> share ({} = no test). Arms: ``production``,
-    ``logging``, and ``q-<variant>`` when ``longterm_log_uri`` is set."""
+    """A/B split by user hash: arm name -> share ({} = no test; shares are normalised,
+    finite and >= 0). Arms: ``production`` (the registry's production version, or the
+    logging policy before one exists), ``logging``, ``q-<variant>`` for each of
+    ``longterm_variants`` and ``blend``; the last two need ``longterm_log_uri``."""
     longterm_log_uri: str = ""
-    """Log to fit the long-term Q-scorers on (rl/longterm/); "" = no long-term arms."""
+    """Log to fit the long-term Q-scorers on (rl/longterm/); "" = no long-term arms.
+    Each Scorer replica fits them at startup (seconds for a small log)."""
     longterm_variants: tuple[str, ...] = ("personalised",)
-    """Which Q-scorers become arms (control, personalised, unpersonalised, square-root)."""
+    """Which Q-scorers become ``q-<variant>`` arms: control, personalised, unpersonalised,
+    square-root."""
+    longterm_temperature: float = 0.5
+    """Served Q-scorers pick by a softmax over log-scores / temperature (not the paper's
+    argmax) so every candidate keeps a non-zero logged propensity. > 0; lower = greedier."""
+    longterm_model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of ``rl.longterm.pipeline.ModelConfig`` for the served Q-scorers, e.g.
+    ``{"horizon_days": 30}``; {} = the paper's defaults (60-day returns)."""
+    longterm_engine: str = "ray"
+    """How the Scorer reads the long-term log: "ray" (Ray Data) or "pyarrow" (in-process,
+    for small logs)."""
+    blend_variant: str = "personalised"
+    """The Q-scorer the ``blend`` arm mixes with production (one of the variants above)."""
+    blend_weight: float = 0.5
+    """w of the ``blend`` arm, in [0, 1]: it picks with probability proportional to
+    pi_production^(1 - w) * q^w (services/scoring.py ``blend_probabilities``);
+    0 = production alone, 1 = the Q-scorer alone."""
     seed: int | None = None
     """Seed of the sampled picks (None: fresh entropy per replica)."""
 
@@ -83,6 +104,8 @@ class ServiceConfig:
                 object.__setattr__(self, name, value)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "longterm_variants", tuple(self.longterm_variants))
+        object.__setattr__(self, "ab_arms", dict(self.ab_arms))
+        object.__setattr__(self, "longterm_model", dict(self.longterm_model))
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         for name in ("poll_interval_s", "flush_interval_s"):
@@ -98,16 +121,62 @@ class ServiceConfig:
             )
         if self.max_pending < 1 or self.max_users < 1:
             raise ValueError("max_pending and max_users must be >= 1")
-        unknown = (
-            set(self.ab_arms)
-            - {"production", "logging"}
-            - {f"q-{v}" for v in self.longterm_variants}
-        )
-        if unknown:
-            raise ValueError(f"unknown A/B arm(s) {sorted(unknown)}")
-        if any(arm.startswith("q-") for arm in self.ab_arms) and not self.longterm_log_uri:
-            raise ValueError("q-* arms need longterm_log_uri (the log to fit them on)")
+        self._check_arms()
         _ = self.layout  # validates k and betas
+
+    def _check_arms(self) -> None:
+        from services.longterm_arms import LONGTERM_VARIANTS
+
+        for name, variants in (
+            ("longterm_variants", self.longterm_variants),
+            ("blend_variant", (self.blend_variant,)),
+        ):
+            unknown = sorted(set(variants) - set(LONGTERM_VARIANTS))
+            if unknown:
+                raise ValueError(
+                    f"{name} names unknown Q-scorer(s) {unknown}; known: {list(LONGTERM_VARIANTS)}"
+                )
+        if not 0.0 <= self.blend_weight <= 1.0:  # also refuses NaN
+            raise ValueError(f"blend_weight must be in [0, 1], got {self.blend_weight}")
+        if not self.longterm_temperature > 0:
+            raise ValueError(f"longterm_temperature must be > 0, got {self.longterm_temperature}")
+        if self.longterm_engine not in ("ray", "pyarrow"):
+            raise ValueError(
+                f"longterm_engine must be 'ray' or 'pyarrow', got {self.longterm_engine!r}"
+            )
+        if self.longterm_model:
+            from rl.longterm.pipeline import ModelConfig
+
+            try:
+                ModelConfig(**self.longterm_model)
+            except TypeError as exc:
+                known = sorted(f.name for f in fields(ModelConfig))
+                raise ValueError(
+                    f"unknown longterm_model setting(s) in {sorted(self.longterm_model)}; "
+                    f"known: {known}"
+                ) from exc
+        shares = list(self.ab_arms.values())
+        if any(not isinstance(w, (int, float)) or not np.isfinite(w) or w < 0 for w in shares):
+            raise ValueError(f"ab_arms shares must be finite numbers >= 0, got {self.ab_arms}")
+        if shares and sum(shares) <= 0:
+            raise ValueError(f"ab_arms shares must not all be 0, got {self.ab_arms}")
+        known_arms = {"production", "logging", "blend"} | {f"q-{v}" for v in self.longterm_variants}
+        unknown = sorted(set(self.ab_arms) - known_arms)
+        if unknown:
+            hint = [a for a in unknown if a.startswith("q-")]
+            raise ValueError(
+                f"unknown A/B arm(s) {unknown}; known: {sorted(known_arms)}"
+                + (
+                    f" (a q-<variant> arm needs its variant in longterm_variants: {hint})"
+                    if hint
+                    else ""
+                )
+            )
+        longterm = sorted(a for a in self.ab_arms if a.startswith("q-") or a == "blend")
+        if longterm and not self.longterm_log_uri:
+            raise ValueError(
+                f"A/B arm(s) {longterm} need longterm_log_uri (the log to fit the Q-scorers on)"
+            )
 
     @property
     def layout(self) -> ObservationLayout:

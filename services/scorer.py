@@ -9,6 +9,11 @@ production pointer (``encore promote VERSION`` moves it); a new version is loade
 off the request path and swapped in with one assignment, so requests never wait and never
 see a half-loaded model. ``serve deploy`` with a changed ``user_config`` calls
 ``reconfigure`` (pin a version, change the poll interval) without restarting replicas.
+
+A/B arms (``ServiceConfig.ab_arms``; the ingress assigns them by user hash and sends each
+row's arm): ``production``, ``logging``, the stickiness Q-scorers ``q-<variant>`` fitted on
+``longterm_log_uri`` at startup (services/longterm_arms.py), and ``blend``, which mixes
+whatever production serves at that moment with one Q-scorer (services/scoring.py).
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from services.config import QUIET_LOGS, ServiceConfig
 from services.scoring import (
     LOGGING_VERSION,
     ArmAssignment,
+    BlendArm,
     PolicySlot,
     ScoredBatch,
     ScoringCore,
     ServingPolicy,
+    check_policy,
 )
 
 Payload = tuple[np.ndarray, list[str], list[str]]
@@ -38,19 +45,35 @@ Payload = tuple[np.ndarray, list[str], list[str]]
 def build_scoring_core(
     config: ServiceConfig, latents: np.ndarray, track_ids: np.ndarray
 ) -> ScoringCore:
-    """Logging-policy fallback, the registry slot, and any long-term arms."""
+    """Logging-policy fallback, the registry slot, and any long-term and blend arms."""
     layout = config.layout
     logging_policy = MyopicListenPolicy(ListenProbabilityModel(layout, latent_scale_of(latents)))
     slot = PolicySlot(layout, ServingPolicy(logging_policy, LOGGING_VERSION), config.registry_uri)
-    extra = {}
+    extra: dict[str, ServingPolicy] = {}
+    blends: dict[str, BlendArm] = {}
     if config.longterm_log_uri:
         from services.longterm_arms import build_longterm_arms
 
-        extra = build_longterm_arms(
-            config.longterm_log_uri, track_ids, latents, layout, config.longterm_variants
+        wants_blend = "blend" in config.ab_arms
+        variants = [*config.longterm_variants, *([config.blend_variant] if wants_blend else [])]
+        fitted = build_longterm_arms(
+            config.longterm_log_uri,
+            track_ids,
+            latents,
+            layout,
+            variants,
+            temperature=config.longterm_temperature,
+            model_config=config.longterm_model,
+            engine=config.longterm_engine,
         )
+        extra = {f"q-{v}": fitted[f"q-{v}"] for v in config.longterm_variants}
+        if wants_blend:
+            blends["blend"] = BlendArm(fitted[f"q-{config.blend_variant}"], config.blend_weight)
     ArmAssignment(config.ab_arms)  # validated here too: a bad split fails at startup
-    return ScoringCore(slot, extra, seed=config.seed)
+    core = ScoringCore(slot, extra, seed=config.seed, blend_arms=blends)
+    for arm in blends:
+        check_policy(core.policy_for(arm).policy, layout)
+    return core
 
 
 def merge_scored(parts: list[ScoredBatch]) -> ScoredBatch:
@@ -131,7 +154,7 @@ class Scorer:
             "policy": slot.active.name,
             "loaded_at": slot.active.loaded_at,
             "pinned_version": slot.pinned_version,
-            "arms": sorted(["production", "logging", *self.core.extra_arms]),
+            "arms": self.core.arms,
             "refusals": list(slot.refusals),
         }
 

@@ -11,8 +11,9 @@ in-process benchmark baseline uses the same class. Pure numpy/torch, no Ray Serv
   before one assignment swaps it in; a version that fails is refused, the old one keeps
   serving, and the refusal is kept for ``/v1/models``.
 - ``ArmAssignment``: a deterministic A/B split by user hash. Arms name policies:
-  ``production`` (the slot), ``logging``, or any extra ``DecisionPolicy`` given (the hook
-  for the long-term Q-scorers, see services/longterm_arms.py).
+  ``production`` (the slot), ``logging``, any extra ``DecisionPolicy`` given (the hook
+  for the long-term Q-scorers, see services/longterm_arms.py), or a ``BlendArm``: the
+  production policy and a Q-scorer combined per batch (``blend_probabilities``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rl.observation import ObservationLayout
-from rl.policy import DecisionPolicy, greedy_actions, sample_actions
+from rl.policy import DecisionPolicy, candidate_mask, greedy_actions, masked_softmax, sample_actions
 
 LOGGING_VERSION = "logging"
 """``model_version`` reported while no trained version is in production."""
@@ -188,6 +189,91 @@ class ArmAssignment:
         return self.arms[min(index, len(self.arms) - 1)]
 
 
+BLEND_PROBABILITY_FLOOR = 1e-12
+"""Probabilities below this are raised to it before the blend's logs are taken: a
+candidate one policy all but rules out keeps a tiny, finite propensity instead of -inf."""
+
+
+def blend_probabilities(
+    production: np.ndarray,  # (B, K) pi_production, rows sum to 1 over the mask
+    longterm: np.ndarray,  # (B, K) q, the Q-scorer's softmax
+    mask: np.ndarray,  # (B, K) bool, real candidates
+    weight: float,
+) -> np.ndarray:
+    """(B, K) geometric blend p proportional to pi^(1 - w) * q^w over the valid candidates.
+
+    Why geometric and not the linear mixture (1 - w) pi + w q: the blend must *rank* by a
+    configured mix of the two policies' scores. In log space this one is exactly that,
+    log p = (1 - w) log pi + w log q + const, so a greedy pick maximises the weighted
+    log-scores and w moves the ranking smoothly from production (w = 0) to the Q-scorer
+    (w = 1). A linear mixture's argmax instead follows whichever policy is more peaked
+    (at w = 0.5 a near one-hot Q-scorer dictates every greedy pick). It is also the
+    distribution minimising (1 - w) KL(p || pi) + w KL(p || q). Both inputs give every
+    valid candidate a non-zero probability (softmaxes), so p does too: the propensity of
+    any pick is finite and logged traffic stays valid for off-policy training.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"blend weight must be in [0, 1], got {weight}")
+    log_production = np.log(np.maximum(np.asarray(production, np.float64), BLEND_PROBABILITY_FLOOR))
+    log_longterm = np.log(np.maximum(np.asarray(longterm, np.float64), BLEND_PROBABILITY_FLOOR))
+    return masked_softmax((1.0 - weight) * log_production + weight * log_longterm, mask)
+
+
+@dataclass(frozen=True)
+class BlendArm:
+    """An arm ranking by the production policy blended with a long-term Q-scorer."""
+
+    longterm: ServingPolicy
+    """The Q-scorer's policy (services/longterm_arms.py)."""
+    weight: float
+    """w in [0, 1]: 0 = production alone, 1 = the Q-scorer alone."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:  # also refuses NaN
+            raise ValueError(f"blend weight must be in [0, 1], got {self.weight}")
+
+    def with_production(
+        self, production: ServingPolicy, layout: ObservationLayout
+    ) -> ServingPolicy:
+        """The blend over one production version, reporting both versions it answers with."""
+        policy = BlendedPolicy(production.policy, self.longterm.policy, self.weight, layout)
+        return ServingPolicy(
+            policy,
+            version=f"blend:{production.version}+{self.longterm.version}@w={self.weight:g}",
+            loaded_at=max(production.loaded_at, self.longterm.loaded_at),
+        )
+
+
+class BlendedPolicy:
+    """``blend_probabilities`` of two ``DecisionPolicy``s as a ``DecisionPolicy``.
+
+    No ``value``: the production critic estimates V of the production policy, not of
+    the blend, so blend answers report none rather than a wrong one.
+    """
+
+    def __init__(
+        self,
+        production: DecisionPolicy,
+        longterm: DecisionPolicy,
+        weight: float,
+        layout: ObservationLayout,
+    ) -> None:
+        self.production = production
+        self.longterm = longterm
+        self.weight = float(weight)
+        self.layout = layout
+        self.name = f"blend({production.name},{longterm.name},w={self.weight:g})"
+
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        return blend_probabilities(
+            np.asarray(self.production.action_probabilities(obs)),
+            np.asarray(self.longterm.action_probabilities(obs)),
+            candidate_mask(obs, self.layout),
+            self.weight,
+        )
+
+
 @dataclass(frozen=True)
 class ScoredBatch:
     probabilities: np.ndarray  # (B, K)
@@ -199,17 +285,32 @@ class ScoredBatch:
 
 
 class ScoringCore:
-    """Scores a batch of observations with the policy of each row's arm and picks."""
+    """Scores a batch of observations with the policy of each row's arm and picks.
+
+    Parameters
+    ----------
+    slot : the production policy (hot-swapped) and the logging fallback.
+    extra_arms : arm name -> a fixed policy (the long-term Q-scorers).
+    blend_arms : arm name -> a blend of whatever production serves with a Q-scorer.
+    seed : of the sampled picks.
+    """
 
     def __init__(
         self,
         slot: PolicySlot,
         extra_arms: Mapping[str, ServingPolicy] | None = None,
         seed: int | None = None,
+        blend_arms: Mapping[str, BlendArm] | None = None,
     ) -> None:
         self.slot = slot
         self.extra_arms = dict(extra_arms or {})
+        self.blend_arms = dict(blend_arms or {})
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def arms(self) -> list[str]:
+        """Every arm this core answers for."""
+        return sorted({"production", "logging", *self.extra_arms, *self.blend_arms})
 
     def policy_for(self, arm: str) -> ServingPolicy:
         if arm in ("", "production"):
@@ -218,6 +319,10 @@ class ScoringCore:
             return self.slot.fallback
         if arm in self.extra_arms:
             return self.extra_arms[arm]
+        if arm in self.blend_arms:
+            # Built from the slot's active policy at call time (not a copy taken at
+            # startup), so a blend follows every production hot-swap.
+            return self.blend_arms[arm].with_production(self.slot.active, self.slot.layout)
         raise KeyError(f"unknown arm {arm!r}")
 
     def score(self, obs: np.ndarray, modes: list[str], arms: list[str]) -> ScoredBatch:

@@ -46,3 +46,56 @@ def test_service_config_names_bad_values():
     with pytest.raises(ValueError, match="need longterm_log_uri"):
         ServiceConfig(ab_arms={"q-personalised": 0.5, "production": 0.5})
     assert ServiceConfig(data_root="/x").log_uri == "/x/logs/service"
+
+
+LONGTERM = {"longterm_log_uri": "/logs/history"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"ab_arms": {"production": 1, "nope": 1}}, r"unknown A/B arm\(s\) \['nope'\]"),
+        (
+            {**LONGTERM, "ab_arms": {"q-control": 1}},
+            "needs its variant in longterm_variants",
+        ),
+        ({"ab_arms": {"blend": 0.5, "production": 0.5}}, r"\['blend'\] need longterm_log_uri"),
+        ({"ab_arms": {"q-personalised": 1}}, r"\['q-personalised'\] need longterm_log_uri"),
+        ({**LONGTERM, "blend_weight": 1.5}, r"blend_weight must be in \[0, 1\], got 1.5"),
+        ({**LONGTERM, "blend_weight": -0.1}, r"blend_weight must be in \[0, 1\], got -0.1"),
+        ({**LONGTERM, "blend_weight": float("nan")}, r"blend_weight must be in \[0, 1\]"),
+        ({**LONGTERM, "blend_variant": "greedy"}, r"blend_variant names unknown Q-scorer"),
+        ({**LONGTERM, "longterm_variants": ["sticky"]}, "longterm_variants names unknown"),
+        ({**LONGTERM, "longterm_temperature": 0.0}, "longterm_temperature must be > 0"),
+        ({**LONGTERM, "longterm_engine": "spark"}, "longterm_engine must be 'ray' or 'pyarrow'"),
+        ({**LONGTERM, "longterm_model": {"horizon": 30}}, "unknown longterm_model setting"),
+        ({**LONGTERM, "longterm_model": {"horizon_days": 1}}, "horizon_days must be >= 2"),
+        ({"ab_arms": {"production": -1.0, "logging": 1}}, "shares must be finite numbers >= 0"),
+        ({"ab_arms": {"production": 0, "logging": 0}}, "must not all be 0"),
+    ],
+)
+def test_ab_arm_settings_are_validated_with_a_clear_message(args, message):
+    with pytest.raises(ValueError, match=message):
+        ServiceConfig.from_args(args)
+
+
+def test_a_valid_ab_test_config_passes_and_survives_the_round_trip():
+    args = {
+        **LONGTERM,
+        "ab_arms": {"production": 1, "q-personalised": 1, "q-control": 1, "blend": 1},
+        "longterm_variants": ["personalised", "control"],
+        "blend_variant": "unpersonalised",  # need not be an arm of its own
+        "blend_weight": 0.0,
+        "longterm_model": {"horizon_days": 30},
+    }
+    config = ServiceConfig.from_args(args)
+    assert config.longterm_variants == ("personalised", "control")
+    assert ServiceConfig.from_args(config.to_dict()) == config
+    assert ServiceConfig.from_args({**args, "blend_weight": 1}).blend_weight == 1
+
+
+def test_served_variants_are_the_long_term_pipelines_arms():
+    from rl.longterm.ab_test import BASE_ARMS
+    from services.longterm_arms import LONGTERM_VARIANTS
+
+    assert tuple(LONGTERM_VARIANTS) == tuple(BASE_ARMS)

@@ -7,7 +7,15 @@ import pytest
 
 from rl.observation import ObservationLayout
 from rl.policy import ListenProbabilityModel, MyopicListenPolicy, UniformRandomPolicy
-from services.scoring import ArmAssignment, PolicySlot, ScoringCore, ServingPolicy, check_policy
+from services.scoring import (
+    ArmAssignment,
+    BlendArm,
+    PolicySlot,
+    ScoringCore,
+    ServingPolicy,
+    blend_probabilities,
+    check_policy,
+)
 
 LAYOUT = ObservationLayout(k=4)
 
@@ -106,3 +114,125 @@ def test_sampled_picks_follow_the_policy(rng):
     scored = core.score(obs, ["sample"] * len(obs), [""] * len(obs))
     frequencies = np.bincount(scored.chosen, minlength=LAYOUT.k) / len(obs)
     np.testing.assert_allclose(frequencies, scored.probabilities[0], atol=0.03)
+
+
+# -- the blend arm ------------------------------------------------------------------------
+class FixedPolicy:
+    """Returns the probabilities it holds for the observation's row id, stored in the
+    observation's first entry (a test double of a DecisionPolicy's output, not of Ray)."""
+
+    def __init__(self, probabilities: np.ndarray, name: str) -> None:
+        self.probabilities = probabilities
+        self.name = name
+
+    def action_probabilities(self, obs):
+        return self.probabilities[np.asarray(obs)[:, 0].astype(np.int64)]
+
+
+def naive_blend(production, longterm, mask, weight):
+    """p_i = pi_i^(1-w) q_i^w / sum_j pi_j^(1-w) q_j^w over valid candidates, one by one."""
+    out = np.zeros_like(production)
+    for row in range(len(production)):
+        terms = [
+            max(production[row, i], 1e-12) ** (1 - weight) * max(longterm[row, i], 1e-12) ** weight
+            if mask[row, i]
+            else 0.0
+            for i in range(production.shape[1])
+        ]
+        out[row] = np.asarray(terms) / sum(terms)
+    return out
+
+
+def random_policies(rng, batch=50, k=4):
+    mask = rng.random((batch, k)) > 0.2
+    mask[:, 0] = True
+    production = np.where(mask, rng.dirichlet(np.ones(k) * 0.3, size=batch), 0.0)
+    production /= production.sum(axis=1, keepdims=True)
+    longterm = np.where(mask, rng.dirichlet(np.ones(k), size=batch), 0.0)
+    longterm /= longterm.sum(axis=1, keepdims=True)
+    return production, longterm, mask
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_blend_probabilities_match_the_naive_geometric_mixture(rng, weight):
+    production, longterm, mask = random_policies(rng)
+    production[3] = 0.0  # a policy sure of one candidate
+    production[3, 0] = 1.0
+    blended = blend_probabilities(production, longterm, mask, weight)
+    np.testing.assert_allclose(blended, naive_blend(production, longterm, mask, weight), atol=1e-12)
+    assert np.all(np.isfinite(blended)) and np.allclose(blended.sum(axis=1), 1.0)
+    assert np.all(blended[~mask] == 0) and np.all(blended[mask] > 0)
+    if weight == 0.0:
+        np.testing.assert_allclose(blended, production, atol=1e-10)
+    if weight == 1.0:
+        np.testing.assert_allclose(blended, longterm, atol=1e-12)
+
+
+def test_blend_ranks_by_the_weighted_log_scores(rng):
+    production, longterm, mask = random_policies(rng, batch=200)
+    blended = blend_probabilities(production, longterm, mask, 0.3)
+    with np.errstate(divide="ignore"):  # log 0 on padded slots, masked out
+        score = np.where(mask, 0.7 * np.log(production) + 0.3 * np.log(longterm), -np.inf)
+    np.testing.assert_array_equal(blended.argmax(axis=1), score.argmax(axis=1))
+
+
+def test_blend_weight_is_validated():
+    production, longterm, mask = random_policies(np.random.default_rng(0), batch=2)
+    for weight in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="blend weight must be in"):
+            blend_probabilities(production, longterm, mask, weight)
+        with pytest.raises(ValueError, match="blend weight must be in"):
+            BlendArm(logging_policy(), weight)
+
+
+def test_blend_arm_follows_production_hot_swaps(tmp_path, rng):
+    """The blend reads the slot's active policy on every batch: after a swap it blends
+    the new version, reports it, and its propensities stay those of its probabilities."""
+    obs = observations(40, rng)
+    obs[:, 0] = np.arange(40)  # the row id FixedPolicy answers by
+    mask = obs[:, LAYOUT.size - LAYOUT.k :] > 0.5
+    _, longterm_p, _ = random_policies(rng, batch=40)
+    longterm_p = np.where(mask, longterm_p + 0.01, 0.0)
+    longterm_p /= longterm_p.sum(axis=1, keepdims=True)
+    longterm = ServingPolicy(FixedPolicy(longterm_p, "q-test"), "longterm:test")
+    versions = {}
+
+    def loader(uri, version, layout):
+        probabilities = rng.dirichlet(np.ones(LAYOUT.k), size=40)
+        probabilities = np.where(mask, probabilities, 0.0)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        versions[version] = probabilities
+        return ServingPolicy(FixedPolicy(probabilities, f"ppo:{version}"), version)
+
+    slot = PolicySlot(LAYOUT, logging_policy(), str(tmp_path), loader=loader)
+    core = ScoringCore(slot, seed=0, blend_arms={"blend": BlendArm(longterm, 0.4)})
+    assert core.arms == ["blend", "logging", "production"]
+    check_policy(core.policy_for("blend").policy, LAYOUT)
+    before = core.score(obs, ["greedy"] * 40, ["blend"] * 40)
+    expected = naive_blend(
+        logging_policy().policy.action_probabilities(obs).astype(np.float64), longterm_p, mask, 0.4
+    )
+    np.testing.assert_allclose(before.probabilities, expected, atol=1e-6)
+    assert set(before.versions) == {"blend:logging+longterm:test@w=0.4"}
+    assert before.values == [None] * 40  # the critic values production, not the blend
+    for version in ("v0001", "v0002"):
+        write_pointer(tmp_path, version)
+        slot.sync()
+        modes = ["sample"] * 20 + ["greedy"] * 20
+        arms = ["blend"] * 30 + ["production"] * 10
+        scored = core.score(obs, modes, arms)
+        np.testing.assert_allclose(
+            scored.probabilities[:30],
+            naive_blend(versions[version], longterm_p, mask, 0.4)[:30],
+            atol=1e-10,
+        )
+        np.testing.assert_allclose(scored.probabilities[30:], versions[version][30:])
+        assert set(scored.versions[:30]) == {f"blend:{version}+longterm:test@w=0.4"}
+        assert set(scored.versions[30:]) == {version}
+        assert scored.policies[0] == f"blend(ppo:{version},q-test,w=0.4)"
+        rows = np.arange(40)
+        assert np.all(np.isfinite(scored.logp))
+        np.testing.assert_allclose(
+            np.exp(scored.logp), scored.probabilities[rows, scored.chosen], rtol=1e-6
+        )
+        assert np.all(mask[rows, scored.chosen])  # never a padded slot
