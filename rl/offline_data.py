@@ -15,7 +15,9 @@ build it: current and candidate latents looked up by track id in the embedding, 
 logged taste, context (hour, weekday), the logged relationship state and a candidate mask.
 Rewards are recomputed from the logged response (listen_fraction, liked, skip_level) with
 the given ``RewardConfig`` so another lambda needs no new log; with ``reward_config=None``
-the logged ``reward`` is kept.
+the logged ``reward`` is kept. When the decision rows carry an extra ``long_term_reward``
+column (added by ``rl.longterm.return_reward`` from the days the user came back to the
+song), it is added to that reward.
 
 Rows are grouped by session with ``groupby("session_id").map_groups`` (a Ray Data
 shuffle), so a session split across files or days is still one episode.
@@ -53,6 +55,9 @@ UNKNOWN_TRACK_POLICIES = ("error", "zeros")
 #: File beside the step rows holding the ObservationLayout they were built with. The leading
 #: underscore makes parquet readers (pyarrow, Ray Data) skip it when reading the directory.
 LAYOUT_FILE = "_layout.json"
+#: Optional float column of decision rows added to the per-decision reward (the long-term
+#: term of ``rl.longterm.return_reward``); absent in plain logs.
+EXTRA_REWARD_COLUMN = "long_term_reward"
 
 
 class UnknownTrackError(KeyError):
@@ -149,6 +154,8 @@ class SessionStepBuilder:
                 session["skip_level"].to_numpy(),
                 self.reward_config,
             )
+        if EXTRA_REWARD_COLUMN in session.column_names:
+            rewards = rewards + session[EXTRA_REWARD_COLUMN].to_numpy().astype(np.float32)
         size = self.layout.size
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * size)
         return pa.Table.from_arrays(
@@ -207,7 +214,6 @@ def write_offline_steps(
     The observation layout is written beside the rows (``_layout.json``) so that training
     reads the data with the layout it was built with.
     """
-    from rl import storage
     from rl.feedback_log import read_decisions
 
     steps = decisions_to_offline_steps(
@@ -219,6 +225,13 @@ def write_offline_steps(
         unknown_tracks,
         num_partitions,
     )
+    return write_steps(steps, out_uri, layout)
+
+
+def write_steps(steps: ray.data.Dataset, out_uri: str, layout: ObservationLayout) -> int:
+    """Write step rows as parquet under ``out_uri`` with ``_layout.json``; returns #rows."""
+    from rl import storage
+
     filesystem, path = storage.resolve(out_uri)
     steps = steps.materialize()
     steps.write_parquet(path, filesystem=filesystem)

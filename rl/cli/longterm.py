@@ -3,12 +3,16 @@
 What it does: simulates a population under the myopic logging policy, fits the long-term
 models on the log (Ray Data for the log reduction), then runs the banner (one
 recommendation per user, 60-day follow-up) and shelf (ranked weekly shelf) A/B tests with
-arms control / personalised / unpersonalised / square-root (and the registry's production
-PPO policy as a fifth arm when one exists), or the data-efficiency study on the banner
+arms control / personalised / unpersonalised / square-root (plus the registry's production
+PPO policy when one exists, and with --train-ppo PPO actor-critics trained with RLlib on the
+test's own history log: "longterm" = immediate reward + λ · return days in the window,
+"seed1" = the per-decision listen reward), or the data-efficiency study on the banner
 outcomes. Each writes report.md with tables and PNG figures to --out.
 
 Run: `encore ab-test --users 20000 --seed 0` (~5-10 min on 2 cores), or small and fast:
-`encore ab-test --users 3000 --history-days 90 --no-shelf`.
+`encore ab-test --users 3000 --history-days 90 --no-shelf`; with the long-term PPO arm and the
+seed-1 PPO beside it: `encore ab-test --users 3000 --history-days 90 --window-days 30
+--songs 3000 --no-shelf --no-ppo --train-ppo longterm seed1` (~5 min more).
 Expect: long-term arms with fewer or similar first streams and more 60-day active days and
 minutes than control; calibration points near the diagonal.
 """
@@ -41,7 +45,12 @@ def _ab_config(args: argparse.Namespace, run_shelf: bool):
         bootstrap=args.bootstrap,
         seed=args.seed,
         log_engine=args.log_engine,
-        models=ModelConfig(horizon_days=args.window_days, seed=args.seed),
+        models=ModelConfig(
+            horizon_days=args.window_days,
+            seed=args.seed,
+            stickiness_taste_distance=not args.paper_stickiness,
+            return_source="any" if args.paper_stickiness else "organic",
+        ),
     )
 
 
@@ -86,6 +95,29 @@ def _ppo_arm(args: argparse.Namespace, latent_dim: int):
     return policy
 
 
+def _ppo_arms_config(args: argparse.Namespace):
+    from rl.longterm.ppo_arms import PPOArmsConfig
+    from rl.longterm.return_reward import LongTermRewardConfig
+    from rl.training.config import TrainConfig
+
+    return PPOArmsConfig(
+        rewards=tuple(dict.fromkeys(args.train_ppo)),
+        long_term=LongTermRewardConfig(
+            # The A/B test's window counts the recommendation day: W = window - 1 return days.
+            return_window_days=args.window_days - 1,
+            return_weight=args.return_weight,
+            return_source=args.return_source,
+            credit=args.credit,
+        ),
+        train=TrainConfig(
+            iterations=args.ppo_iterations,
+            lr=args.ppo_lr,
+            entropy_coeff=args.ppo_entropy_coeff,
+            seed=args.seed,
+        ),
+    )
+
+
 def _run(args: argparse.Namespace, run_shelf: bool) -> dict[str, Any]:
     import ray
     from tqdm import tqdm
@@ -93,18 +125,41 @@ def _run(args: argparse.Namespace, run_shelf: bool) -> dict[str, Any]:
     from rl.longterm.ab_test import run_ab_test
 
     config = _ab_config(args, run_shelf)
-    if config.log_engine == "ray" and not ray.is_initialized():
+    train_ppo = getattr(args, "train_ppo", None)
+    if (config.log_engine == "ray" or train_ppo) and not ray.is_initialized():
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     songs = _song_world(args)
     ppo = _ppo_arm(args, songs["latents"].shape[1])
+    diagnostics: dict[str, Any] = {}
+    train_arms = None
+    if train_ppo:
+        import torch
+
+        from rl.longterm.ppo_arms import train_ppo_arms
+
+        ppo_config = _ppo_arms_config(args)
+        torch.set_num_threads(1)  # Ray Data workers share the cores (see `encore train`)
+
+        def train_arms(world, work_uri):
+            arms, found = train_ppo_arms(
+                world, work_uri, ppo_config, log=lambda line: print(line, flush=True),
+                on_iteration=lambda r: print(
+                    f"  iter {r.iteration}: " + " ".join(f"{k}={v:.4f}" for k, v in r.losses.items()),
+                    flush=True,
+                ),
+            )  # fmt: skip
+            diagnostics.update(found)
+            return arms
+
     bar = tqdm(total=config.history_days, desc="history days", unit="day")
     start = time.time()
     results = run_ab_test(
         songs["latents"], songs["track_ids"], config, work_uri=args.work_dir,
         durations_s=songs["durations_s"], popularity=songs["popularity"], ppo=ppo,
-        progress=lambda day, summary: bar.update(1),
+        progress=lambda day, summary: bar.update(1), train_policy_arms=train_arms,
     )  # fmt: skip
     bar.close()
+    results["policy_diagnostics"] = diagnostics
     print(f"simulated and measured in {time.time() - start:.0f} s")
     return {"results": results, "config": config}
 
@@ -197,6 +252,13 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--work-dir", default=None, help="where simulated logs go (default: a temp dir)"
     )
     parser.add_argument(
+        "--paper-stickiness",
+        action="store_true",
+        help="the literal stickiness model: u = [taste, activity] only and return days of any "
+        "source (over-predicts ~2x on the banner); default adds the taste-to-song distance "
+        "and counts organic return days",
+    )
+    parser.add_argument(
         "--out", default=default_out, help=f"report directory (default {default_out})"
     )
 
@@ -211,6 +273,25 @@ def register(subparsers: Any) -> None:
     )
     _common(ab, os.path.join(reports, "ab-test"))
     ab.add_argument("--no-shelf", action="store_true", help="run the banner experiment only")
+    ab.add_argument(
+        "--train-ppo",
+        nargs="+",
+        choices=("longterm", "seed1"),
+        default=None,
+        help="train offline-PPO arms on the history log (RLlib): 'longterm' (immediate reward "
+        "+ λ x return days) and/or 'seed1' (per-decision listen reward); arms ppo-<reward>",
+    )
+    ab.add_argument("--ppo-iterations", type=int, default=10, help="RLlib iterations (default 10)")
+    ab.add_argument("--ppo-lr", type=float, default=3e-4, help="PPO arms' learning rate")
+    ab.add_argument("--ppo-entropy-coeff", type=float, default=0.01,
+                    help="PPO arms' entropy bonus (default 0.01, as `encore train`)")  # fmt: skip
+    ab.add_argument("--return-weight", type=float, default=1.0,
+                    help="λ: long-term reward per return day (default 1.0)")  # fmt: skip
+    ab.add_argument("--return-source", choices=("organic", "any"), default="organic",
+                    help="count days with an organic listen only (default) or any listen")  # fmt: skip
+    ab.add_argument("--credit", choices=("listened", "discovery"), default="listened",
+                    help="which decisions earn return days: streamed picks (default) or only "
+                    "streamed picks new to the user")  # fmt: skip
     ab.add_argument("--lasting-minutes", type=float, default=10.0,
                     help="minutes for a 'lasting discovery' (paper: 120 for podcasts; default 10 for songs)")  # fmt: skip
     ab.set_defaults(func=ab_test)

@@ -4,6 +4,13 @@ Where it sits: ``encore simulate`` (or the service) writes the decision log ->
 **offline-steps** -> ``encore train --data OUT``. Each logged session becomes an episode
 (eps_id, t, obs, actions, rewards, new_obs, terminateds, truncateds, action_logp); the
 observation layout is written beside the data (``_layout.json``) so training picks it up.
+
+``--reward longterm`` gives every decision the long-term reward of
+``rl.longterm.return_reward``: the seed-1 reward + λ (``--return-weight``) x the days in the
+next ``--return-window-days`` (59) on which the user came back to the picked song (organic
+listens by default); decisions too close to the log's end to see the whole window are
+dropped (``--censored drop``) or their count is scaled up (``scale``). The reward definition
+and what was dropped go to ``_reward.json`` beside the steps.
 """
 
 from __future__ import annotations
@@ -29,6 +36,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     steps.add_argument(
         "--partitions", type=int, default=None, help="shuffle partitions (default: by log size)"
     )
+    steps.add_argument(
+        "--reward",
+        choices=("seed1", "longterm"),
+        default="seed1",
+        help="seed1: the logged per-decision reward (default); longterm: + λ x return days",
+    )
+    steps.add_argument("--return-window-days", type=int, default=59,
+                       help="longterm: days after the decision whose listens count (default 59)")  # fmt: skip
+    steps.add_argument("--return-weight", type=float, default=1.0,
+                       help="longterm: λ, reward per return day (default 1.0)")  # fmt: skip
+    steps.add_argument("--return-source", choices=("organic", "any"), default="organic",
+                       help="longterm: count organic listen days only (default) or any")  # fmt: skip
+    steps.add_argument("--credit", choices=("listened", "discovery"), default="listened",
+                       help="longterm: streamed picks earn return days (default), or only "
+                       "streamed picks new to the user")  # fmt: skip
+    steps.add_argument("--censored", choices=("drop", "scale"), default="drop",
+                       help="longterm: decisions whose window passes the log's end (default drop)")  # fmt: skip
     steps.set_defaults(func=run_offline_steps)
 
 
@@ -52,14 +76,34 @@ def run_offline_steps(args: argparse.Namespace) -> int:
     decisions = read_decisions(log_uri, args.days).count()
     partitions = args.partitions or min(200, max(2, decisions // 25_000 + 1))
     print(f"{decisions:,} logged decisions under {log_uri}; {partitions} partitions", flush=True)
-    rows = write_offline_steps(
-        log_uri,
-        out_uri,
-        embedding.latents,
-        [str(track) for track in embedding.track_ids],
-        layout,
-        days=args.days,
-        num_partitions=partitions,
-    )
+    track_ids = [str(track) for track in embedding.track_ids]
+    if args.reward == "longterm":
+        from rl.longterm.return_reward import LongTermRewardConfig, write_long_term_offline_steps
+
+        if args.days:
+            raise SystemExit("error: --days is not supported with --reward longterm (the "
+                             "return window needs the days after each decision)")  # fmt: skip
+        config = LongTermRewardConfig(
+            return_window_days=args.return_window_days,
+            return_weight=args.return_weight,
+            return_source=args.return_source,
+            credit=args.credit,
+            censored=args.censored,
+        )
+        summary = write_long_term_offline_steps(
+            log_uri, out_uri, embedding.latents, track_ids, layout, config, partitions
+        )
+        rows = summary.steps
+        print(
+            f"long-term reward: {summary.dropped_censored:,} of {summary.decisions:,} decisions "
+            f"dropped (window past the log's end, day {summary.end_day}); mean return days of "
+            f"streamed picks {summary.mean_return_days_listened:.3f}; mean long-term term "
+            f"{summary.mean_long_term_reward:.3f}"
+        )
+    else:
+        rows = write_offline_steps(
+            log_uri, out_uri, embedding.latents, track_ids, layout,
+            days=args.days, num_partitions=partitions,
+        )  # fmt: skip
     print(f"wrote {rows:,} offline steps to {out_uri} in {time.perf_counter() - started:.1f} s")
     return 0

@@ -16,15 +16,17 @@ Where it sits: the end-to-end check of the long-term pipeline on the user simula
    with a position-dependent probability; outcomes over ``shelf_weeks`` weeks.
 
 Arms: control (clickiness), personalised (c·(1+⟨u,v⟩)), unpersonalised (c·(1+S_i)),
-square-root (c·√S_i; for the shelf √⟨u,v⟩ as in 5.1.4), and optionally a PPO arm (any
-``DecisionPolicy``, e.g. the registry's production policy) that picks among the top-k of
-the pool by clickiness. ``metrics`` computes the per-arm tables; ``report`` writes them.
+square-root (c·√S_i; for the shelf √⟨u,v⟩ as in 5.1.4), and optionally policy arms (any
+``DecisionPolicy`` by arm name: the registry's production PPO, or PPO actor-critics trained
+on this world's history log by ``ppo_arms``) that pick among the top-k of the pool by
+clickiness. ``metrics`` computes the per-arm tables; ``report`` writes them.
 """
 
 from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,10 +189,11 @@ def rank_candidates(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.argsort(np.where(mask, -scores, np.inf), axis=1, kind="stable")
 
 
-def ppo_ranking(
+def policy_probabilities(
     policy: DecisionPolicy, world: World, batch: CandidateBatch, control_scores: np.ndarray
-) -> np.ndarray:
-    """A k-candidate policy ranks the top-k by clickiness; the rest keep the control order."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order (B, K) by clickiness, the policy's probabilities (B, k) over its top k; padded
+    candidates get -1)."""
     k = world.layout.k
     order = rank_candidates(control_scores, batch.candidate_mask)
     top = order[:, :k]
@@ -206,20 +209,56 @@ def ppo_ranking(
     probabilities = np.where(
         batch.candidate_mask[rows, top], policy.action_probabilities(obs), -1.0
     )
+    return order, probabilities
+
+
+def ppo_ranking(
+    policy: DecisionPolicy, world: World, batch: CandidateBatch, control_scores: np.ndarray
+) -> np.ndarray:
+    """A k-candidate policy ranks the top-k by clickiness; the rest keep the control order."""
+    order, probabilities = policy_probabilities(policy, world, batch, control_scores)
+    top = order[:, : probabilities.shape[1]]
     reordered = np.take_along_axis(top, np.argsort(-probabilities, axis=1, kind="stable"), axis=1)
-    return np.concatenate([reordered, order[:, k:]], axis=1)
+    return np.concatenate([reordered, order[:, probabilities.shape[1] :]], axis=1)
+
+
+PolicyArms = Mapping[str, DecisionPolicy]
+
+
+def policy_arms(ppo: DecisionPolicy | PolicyArms | None) -> dict[str, DecisionPolicy]:
+    """One policy (the arm "ppo"), several by arm name, or none."""
+    if ppo is None:
+        return {}
+    if isinstance(ppo, Mapping):
+        return dict(ppo)
+    return {"ppo": ppo}
 
 
 def arm_rankings(
-    world: World, scorers: dict[str, QScorer], batch: CandidateBatch, ppo: DecisionPolicy | None
+    world: World,
+    scorers: dict[str, QScorer],
+    batch: CandidateBatch,
+    ppo: DecisionPolicy | PolicyArms | None,
 ) -> dict[str, np.ndarray]:
     rankings = {
         name: rank_candidates(scorer.score(batch), batch.candidate_mask)
         for name, scorer in scorers.items()
     }
-    if ppo is not None:
-        rankings["ppo"] = ppo_ranking(ppo, world, batch, scorers["control"].score(batch))
+    policies = policy_arms(ppo)
+    if policies:
+        control_scores = scorers["control"].score(batch)
+        for name, policy in policies.items():
+            rankings[name] = ppo_ranking(policy, world, batch, control_scores)
     return rankings
+
+
+def policy_entropy(
+    policy: DecisionPolicy, world: World, batch: CandidateBatch, control_scores: np.ndarray
+) -> np.ndarray:
+    """(B,) entropy (nats) of the policy's distribution over its k candidates."""
+    _, probabilities = policy_probabilities(policy, world, batch, control_scores)
+    p = np.clip(probabilities, 0.0, 1.0)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
 
 
 def _run_logged(sim: Simulator, days: int, log_uri: str) -> None:
@@ -253,13 +292,17 @@ def per_user_minutes(
 # Banner (5.1.3)
 # ---------------------------------------------------------------------------------------
 def run_banner(
-    world: World, config: ABTestConfig, work_uri: str, ppo: DecisionPolicy | None = None
+    world: World,
+    config: ABTestConfig,
+    work_uri: str,
+    ppo: DecisionPolicy | PolicyArms | None = None,
 ) -> pd.DataFrame:
     """One recommendation per live user, followed ``window_days``; one row per user."""
     sim, models = world.simulator, world.models
     rng = np.random.default_rng(config.seed + 1)
     scorers = models.scorers()
-    arms = list(scorers) + (["ppo"] if ppo is not None else [])
+    policies = policy_arms(ppo)
+    arms = list(scorers) + list(policies)
     users = np.flatnonzero(sim.state.alive)
     # The banner reaches users when they open the app: those seen in the last week's log.
     codes = pd.Index(models.listen_days.user_ids).get_indexer(sim.user_ids(users))
@@ -287,7 +330,12 @@ def run_banner(
         users[has_candidate], candidates[has_candidate], hour[has_candidate], mask[has_candidate], market[has_candidate]
     )  # fmt: skip
     batch = candidate_batch(world, users, np.where(mask, candidates, -1), hour)
-    rankings = arm_rankings(world, scorers, batch, ppo)
+    rankings = arm_rankings(world, scorers, batch, policies)
+    control_scores = scorers["control"].score(batch)
+    entropies = {
+        f"entropy_{name}": policy_entropy(policy, world, batch, control_scores)
+        for name, policy in policies.items()
+    }
     picks = {arm: candidates[np.arange(len(users)), rankings[arm][:, 0]] for arm in arms}
     assigned = rng.integers(0, len(arms), len(users))
     chosen = np.choose(assigned, [picks[arm] for arm in arms])
@@ -296,7 +344,7 @@ def run_banner(
 
     rows = np.arange(len(users))
     chosen_index = (candidates == chosen[:, None]).argmax(axis=1)
-    predicted_clickiness = scorers["control"].score(batch)[rows, chosen_index]
+    predicted_clickiness = control_scores[rows, chosen_index]
     predicted_personalised = models.stickiness.predict(batch.stickiness_features, chosen)
     predicted_unpersonalised = models.stickiness.predict_unpersonalised(chosen)
     start_day = sim.day
@@ -327,6 +375,7 @@ def run_banner(
             "predicted_return_days": predicted_personalised,
             "predicted_return_days_unpersonalised": predicted_unpersonalised,
             **{f"pick_{arm}": models.track_ids[picks[arm]] for arm in arms},
+            **entropies,
         }
     )
 
@@ -335,7 +384,10 @@ def run_banner(
 # Shelf (5.1.4)
 # ---------------------------------------------------------------------------------------
 def run_shelf(
-    world: World, config: ABTestConfig, work_uri: str, ppo: DecisionPolicy | None = None
+    world: World,
+    config: ABTestConfig,
+    work_uri: str,
+    ppo: DecisionPolicy | PolicyArms | None = None,
 ) -> pd.DataFrame:
     """A weekly shelf for ``shelf_weeks`` weeks; one row per user with weekly minutes etc."""
     sim, models = world.simulator, world.models
@@ -346,7 +398,8 @@ def run_shelf(
         "personalised": all_scorers["personalised"],
         "square-root": SquareRootScorer(models.clickiness, models.stickiness, personalised=True),
     }
-    arms = list(scorers) + (["ppo"] if ppo is not None else [])
+    policies = policy_arms(ppo)
+    arms = list(scorers) + list(policies)
     users_all = np.arange(sim.n_users)
     assigned = rng.integers(0, len(arms), sim.n_users)
     index = KnnIndex(models.item_latents, models.track_ids)
@@ -365,7 +418,7 @@ def run_shelf(
                 np.take_along_axis(known, order, 1), -1, np.take_along_axis(near, order, 1)
             )
             batch = candidate_batch(world, users, candidates, rng.integers(7, 23, len(users)))
-            rankings = arm_rankings(world, scorers, batch, ppo)
+            rankings = arm_rankings(world, scorers, batch, policies)
             arm_of_user = assigned[users]
             shelf = np.zeros((len(users), config.shelf_size), np.int64)
             for index_arm, arm in enumerate(arms):
@@ -440,15 +493,23 @@ def run_ab_test(
     work_uri: str | None = None,
     durations_s: np.ndarray | None = None,
     popularity: np.ndarray | None = None,
-    ppo: DecisionPolicy | None = None,
+    ppo: DecisionPolicy | PolicyArms | None = None,
     progress=None,
+    train_policy_arms: Callable[[World, str], PolicyArms] | None = None,
 ) -> dict[str, object]:
-    """History, models, banner and (optionally) shelf; returns the raw per-user frames."""
+    """History, models, banner and (optionally) shelf; returns the raw per-user frames.
+
+    ``ppo``: a policy arm ("ppo") or several by name. ``train_policy_arms(world, work_uri)``
+    runs after the history and may add arms trained on it (``ppo_arms.train_ppo_arms``).
+    """
     work = work_uri or tempfile.mkdtemp(prefix="encore-ab-")
     world = build_world(
         latents, track_ids, config, work, durations_s, popularity, progress=progress
     )
+    policies = policy_arms(ppo)
+    if train_policy_arms is not None:
+        policies.update(train_policy_arms(world, work))
     shelf_world = copy.deepcopy(world) if config.run_shelf else None
-    banner = run_banner(world, config, work, ppo)
-    shelf = run_shelf(shelf_world, config, work, ppo) if shelf_world is not None else None
+    banner = run_banner(world, config, work, policies)
+    shelf = run_shelf(shelf_world, config, work, policies) if shelf_world is not None else None
     return {"world": world, "banner": banner, "shelf": shelf, "work_uri": work}

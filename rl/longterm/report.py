@@ -65,6 +65,31 @@ def headline_table(
     return pd.DataFrame.from_records(records)
 
 
+def policy_arm_table(banner: pd.DataFrame, diagnostics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per policy arm (columns ``entropy_<arm>``): what it picks on the banner and, when it
+    was trained on the history log, what it learned there (``ppo_arms.policy_diagnostics``)."""
+    records = []
+    for column in [c for c in banner.columns if c.startswith("entropy_")]:
+        arm = column.removeprefix("entropy_")
+        picks = banner[f"pick_{arm}"]
+        found = diagnostics.get(arm, {})
+        records.append(
+            {
+                "arm": arm,
+                "banner entropy (nats)": float(banner[column].mean()),
+                "pick = control's": float((picks == banner["pick_control"]).mean()),
+                "pick = personalised's": float((picks == banner["pick_personalised"]).mean()),
+                "log entropy (nats)": found.get("mean_entropy", float("nan")),
+                "uniform entropy": found.get("uniform_entropy", float("nan")),
+                "argmax = logged action": found.get("argmax_is_logged_action", float("nan")),
+                "ESS / decisions": found.get("effective_sample_size", float("nan"))
+                / found.get("decisions", float("nan")),
+                "mean training reward": found.get("mean_reward", float("nan")),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
 def write_ab_report(
     results: dict[str, Any], out_dir: str, config: Any, n_resamples: int, seed: int
 ) -> str:
@@ -146,9 +171,28 @@ def write_ab_report(
         "![calibration](calibration.png)",
         "",
     ]
+    diagnostics = results.get("policy_diagnostics") or {}
+    arms_table = policy_arm_table(banner, diagnostics)
+    if len(arms_table):
+        lines += [
+            "## Policy (PPO actor-critic) arms",
+            "",
+            "Each ranks the top-k of the pool by clickiness with its actor. Banner columns: mean "
+            "entropy of its distribution over those k, and how often its pick is control's "
+            "(top clickiness) or personalised's (top Q-score). Log columns (arms trained on the "
+            "history log): entropy and argmax on the logged decisions, and the effective sample "
+            "size of its importance weights against the logging policy.",
+            "",
+            _markdown(arms_table),
+            "",
+        ]
+        for arm, found in diagnostics.items():
+            lines += [f"- `{arm}`: offline steps {found.get('steps')}", ""]
     summary: dict[str, Any] = {
         "banner_lifts_impacted": lifts.to_dict(orient="records"),
         "impacted_share": float(banner["impacted"].mean()),
+        "policy_arms": arms_table.to_dict(orient="records"),
+        "policy_diagnostics": diagnostics,
     }
     if shelf is not None:
         shelf.to_parquet(os.path.join(out_dir, "shelf_users.parquet"))

@@ -83,3 +83,46 @@ def test_shelf_and_reports(runs, tmp_path) -> None:
     )
     assert "holistic/decomposed" in open(path).read()
     assert (tmp_path / "de" / "data_efficiency.png").exists()
+
+
+def test_policy_arms_by_name_enter_banner_and_shelf(tmp_path) -> None:
+    """Policy arms (here two real DecisionPolicies: the logging policy and a greedy variant
+    of it) added by the train_policy_arms hook after the history."""
+    from rl.policy import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+
+    latents, ids = songs()
+    seen_worlds = []
+
+    def train_arms(world, work_uri):
+        seen_worlds.append((world.simulator.day, work_uri))
+        model = ListenProbabilityModel(
+            world.layout, latent_scale_of(world.simulator.corpus.latents)
+        )
+        return {
+            "ppo-a": MyopicListenPolicy(model),
+            "ppo-b": MyopicListenPolicy(model, temperature=0.05, epsilon=0.0),
+        }
+
+    config = tiny_config(seed=4)
+    result = run_ab_test(
+        latents, ids, config, work_uri=str(tmp_path / "w"), train_policy_arms=train_arms
+    )
+    assert seen_worlds == [(config.history_days, str(tmp_path / "w"))]
+    banner = result["banner"]
+    assert set(banner["arm"]) == {
+        "control", "personalised", "unpersonalised", "square-root", "ppo-a", "ppo-b"
+    }  # fmt: skip
+    assert set(result["shelf"]["arm"]) == {
+        "control",
+        "personalised",
+        "square-root",
+        "ppo-a",
+        "ppo-b",
+    }
+    # Entropy of a k-candidate distribution: within [0, ln k]; the sharp policy is sharper.
+    for arm in ("ppo-a", "ppo-b"):
+        assert banner[f"entropy_{arm}"].between(0, np.log(4) + 1e-6).all()
+    assert banner["entropy_ppo-b"].mean() < banner["entropy_ppo-a"].mean()
+    report = write_ab_report(result, str(tmp_path / "ab"), config, n_resamples=50, seed=0)
+    text = open(report).read()
+    assert "Policy (PPO actor-critic) arms" in text and "ppo-b" in text

@@ -31,6 +31,17 @@ def test_offline_steps_converts_a_simulated_log(embedding_dir, tmp_path, capsys)
     with pytest.raises(SystemExit, match="already holds data"):
         main(["offline-steps", "--log", log, "--out", out, "--embedding", embedding_dir])
 
+    # The long-term reward: a 1-day window on a 2-day log keeps day 0 only, says so, and
+    # writes the reward definition beside the steps.
+    long_out = str(tmp_path / "long")
+    assert main(["offline-steps", "--log", log, "--out", long_out, "--embedding", embedding_dir,
+                 "--reward", "longterm", "--return-window-days", "1", "--return-weight", "2"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "dropped (window past the log's end, day 2)" in printed
+    long_table = pq.read_table(long_out)
+    assert 0 < long_table.num_rows < table.num_rows
+    assert (tmp_path / "long" / "_reward.json").exists()
+
 
 @pytest.mark.ray
 @pytest.mark.slow

@@ -170,3 +170,41 @@ def test_state_dataset_matches_closed_form_and_counts() -> None:
     )
     predicted = model.predict(data.state[:4, None, :], data.taste[:4], data.item[:4, None])
     assert predicted.shape == (4, 1) and np.all((predicted >= 0) & (predicted <= 19))
+
+
+def test_taste_distance_feature_matches_direct_solve_and_extrapolates_to_far_users() -> None:
+    """Returns fall with the taste-to-song distance; discoveries are near the taste, the
+    question is far from it. The plain model over-predicts there, the distance one does not."""
+    rng = np.random.default_rng(7)
+    n_items, dim, n = 30, 3, 6000
+    item_latents = rng.normal(size=(n_items, dim))
+    items = rng.integers(0, n_items, n)
+    near = item_latents[items] + 0.4 * rng.normal(size=(n, dim))  # discovered near the taste
+    scale = ((item_latents - item_latents.mean(0)) ** 2).sum(1).mean()
+    distance = ((near - item_latents[items]) ** 2).sum(1) / scale
+    y = np.maximum(3.0 - 4.0 * distance + rng.normal(size=n) * 0.3, 0.0)
+    plain = StickinessModel(l2=5.0).fit(near, y, items, n_items)
+    model = StickinessModel(l2=5.0, taste_distance=True).fit(
+        near, y, items, n_items, item_latents=item_latents
+    )
+    # The closed form with the extra column is still the per-item regularised solve.
+    features = np.concatenate([with_intercept(near), distance[:, None]], axis=1)
+    rows = items == 4
+    np.testing.assert_allclose(
+        model.stickiness_vectors_[4],
+        direct_solve(features[rows], y[rows], 5.0, model.prior_vectors_[4]),
+        rtol=1e-6,
+    )
+    far_items = rng.integers(0, n_items, 500)
+    far = item_latents[far_items] + 0.9 * rng.normal(size=(500, dim))
+    far_distance = ((far - item_latents[far_items]) ** 2).sum(1) / scale
+    truth = np.maximum(3.0 - 4.0 * far_distance, 0.0).mean()
+    assert plain.predict(far, far_items).mean() > truth + 0.5  # the over-prediction
+    assert abs(model.predict(far, far_items).mean() - truth) < 0.5 * abs(
+        plain.predict(far, far_items).mean() - truth
+    )
+    # (B, K) candidates give the same values as one pair at a time.
+    pairs = model.predict(far[:4], np.stack([far_items[:4], far_items[4:8]], axis=1))
+    np.testing.assert_allclose(pairs[:, 1], model.predict(far[:4], far_items[4:8]))
+    with pytest.raises(ValueError, match="taste_distance needs item_latents"):
+        StickinessModel(taste_distance=True).fit(near, y, items, n_items)
