@@ -51,7 +51,10 @@ class ServiceConfig:
     batch_max_size: int = 32
     """Most requests the ingress groups into one call per hop. >= 1."""
     batch_wait_s: float = 0.002
-    """How long the ingress waits to fill a batch, in seconds. >= 0."""
+    """How long the ingress waits to fill a batch of HTTP requests, in seconds. >= 0."""
+    grpc_batch_wait_s: float = 0.005
+    """The same for gRPC requests, which Serve's gRPC ingress hands over one after another
+    rather than together: a longer wait lets a batch gather them. >= 0."""
     neighbour_cache_width: int = 20
     """Nearest songs precomputed per catalog song, so catalog requests whose exclude list
     leaves k of them skip the Retriever hop (services/neighbour_cache.py); 0 = off. >= 0."""
@@ -113,8 +116,9 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.batch_max_size < 1:
             raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
-        if self.batch_wait_s < 0:
-            raise ValueError(f"batch_wait_s must be >= 0, got {self.batch_wait_s}")
+        for name in ("batch_wait_s", "grpc_batch_wait_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.neighbour_cache_width < 0:
             raise ValueError(
                 f"neighbour_cache_width must be >= 0, got {self.neighbour_cache_width}"

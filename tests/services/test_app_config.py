@@ -55,6 +55,8 @@ LONGTERM = {"longterm_log_uri": "/logs/history"}
     ("args", "message"),
     [
         ({"ab_arms": {"production": 1, "nope": 1}}, r"unknown A/B arm\(s\) \['nope'\]"),
+        ({"batch_wait_s": -0.001}, r"batch_wait_s must be >= 0, got -0.001"),
+        ({"grpc_batch_wait_s": float("nan")}, r"grpc_batch_wait_s must be >= 0, got nan"),
         (
             {**LONGTERM, "ab_arms": {"q-control": 1}},
             "needs its variant in longterm_variants",
