@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rl import paths
+from rl.cli.offline_steps import add_return_reward_arguments, return_reward_config
 
 
 def _ab_config(args: argparse.Namespace, run_shelf: bool):
@@ -97,18 +98,12 @@ def _ppo_arm(args: argparse.Namespace, latent_dim: int):
 
 def _ppo_arms_config(args: argparse.Namespace):
     from rl.longterm.ppo_arms import PPOArmsConfig
-    from rl.longterm.return_reward import LongTermRewardConfig
     from rl.training.config import TrainConfig
 
     return PPOArmsConfig(
         rewards=tuple(dict.fromkeys(args.train_ppo)),
-        long_term=LongTermRewardConfig(
-            # The A/B test's window counts the recommendation day: W = window - 1 return days.
-            return_window_days=args.window_days - 1,
-            return_weight=args.return_weight,
-            return_source=args.return_source,
-            credit=args.credit,
-        ),
+        # The A/B test's window counts the recommendation day: W = window - 1 return days.
+        long_term=return_reward_config(args, return_window_days=args.window_days - 1),
         train=TrainConfig(
             iterations=args.ppo_iterations,
             lr=args.ppo_lr,
@@ -285,13 +280,7 @@ def register(subparsers: Any) -> None:
     ab.add_argument("--ppo-lr", type=float, default=3e-4, help="PPO arms' learning rate")
     ab.add_argument("--ppo-entropy-coeff", type=float, default=0.01,
                     help="PPO arms' entropy bonus (default 0.01, as `encore train`)")  # fmt: skip
-    ab.add_argument("--return-weight", type=float, default=1.0,
-                    help="λ: long-term reward per return day (default 1.0)")  # fmt: skip
-    ab.add_argument("--return-source", choices=("organic", "any"), default="organic",
-                    help="count days with an organic listen only (default) or any listen")  # fmt: skip
-    ab.add_argument("--credit", choices=("listened", "discovery"), default="listened",
-                    help="which decisions earn return days: streamed picks (default) or only "
-                    "streamed picks new to the user")  # fmt: skip
+    add_return_reward_arguments(ab)
     ab.add_argument("--lasting-minutes", type=float, default=10.0,
                     help="minutes for a 'lasting discovery' (paper: 120 for podcasts; default 10 for songs)")  # fmt: skip
     ab.set_defaults(func=ab_test)

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from rl import paths, storage
+
+if TYPE_CHECKING:
+    from rl.longterm.return_reward import LongTermRewardConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,13 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     steps.add_argument("--return-window-days", type=int, default=59,
                        help="longterm: days after the decision whose listens count (default 59)")  # fmt: skip
-    steps.add_argument("--return-weight", type=float, default=1.0,
-                       help="longterm: λ, reward per return day (default 1.0)")  # fmt: skip
-    steps.add_argument("--return-source", choices=("organic", "any"), default="organic",
-                       help="longterm: count organic listen days only (default) or any")  # fmt: skip
-    steps.add_argument("--credit", choices=("listened", "discovery"), default="listened",
-                       help="longterm: streamed picks earn return days (default), or only "
-                       "streamed picks new to the user")  # fmt: skip
+    add_return_reward_arguments(steps)
     steps.add_argument("--censored", choices=("drop", "scale"), default="drop",
                        help="longterm: decisions whose window passes the log's end (default drop)")  # fmt: skip
     steps.set_defaults(func=run_offline_steps)
@@ -78,18 +76,12 @@ def run_offline_steps(args: argparse.Namespace) -> int:
     print(f"{decisions:,} logged decisions under {log_uri}; {partitions} partitions", flush=True)
     track_ids = [str(track) for track in embedding.track_ids]
     if args.reward == "longterm":
-        from rl.longterm.return_reward import LongTermRewardConfig, write_long_term_offline_steps
+        from rl.longterm.return_reward import write_long_term_offline_steps
 
         if args.days:
             raise SystemExit("error: --days is not supported with --reward longterm (the "
                              "return window needs the days after each decision)")  # fmt: skip
-        config = LongTermRewardConfig(
-            return_window_days=args.return_window_days,
-            return_weight=args.return_weight,
-            return_source=args.return_source,
-            credit=args.credit,
-            censored=args.censored,
-        )
+        config = return_reward_config(args, args.return_window_days, censored=args.censored)
         summary = write_long_term_offline_steps(
             log_uri, out_uri, embedding.latents, track_ids, layout, config, partitions
         )
@@ -107,3 +99,29 @@ def run_offline_steps(args: argparse.Namespace) -> int:
         )  # fmt: skip
     print(f"wrote {rows:,} offline steps to {out_uri} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def add_return_reward_arguments(parser: argparse.ArgumentParser) -> None:
+    """The long-term reward's options, shared by `encore offline-steps` and `encore ab-test`."""
+    parser.add_argument("--return-weight", type=float, default=1.0,
+                        help="long-term reward: λ, reward per return day (default 1.0)")  # fmt: skip
+    parser.add_argument("--return-source", choices=("organic", "any"), default="organic",
+                        help="long-term reward: count organic listen days only (default) or any")  # fmt: skip
+    parser.add_argument("--credit", choices=("listened", "discovery"), default="listened",
+                        help="long-term reward: streamed picks earn return days (default), or "
+                        "only streamed picks new to the user")  # fmt: skip
+
+
+def return_reward_config(
+    args: argparse.Namespace, return_window_days: int, censored: str = "drop"
+) -> LongTermRewardConfig:
+    """``LongTermRewardConfig`` from the options of ``add_return_reward_arguments``."""
+    from rl.longterm.return_reward import LongTermRewardConfig
+
+    return LongTermRewardConfig(
+        return_window_days=return_window_days,
+        return_weight=args.return_weight,
+        return_source=args.return_source,
+        credit=args.credit,
+        censored=censored,
+    )
