@@ -67,6 +67,12 @@ def _run_command(argv: list[str]) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data_root = args.data or paths.data_dir()
+    if not args.skip_serving:
+        # Serve reads its mode when Ray's processes start, and the first stages start Ray:
+        # the serving stage's fast path (direct ingress) must be in the environment by then.
+        from services.app import use_serve_fast_path
+
+        use_serve_fast_path()
     run_id = time.strftime("%Y%m%d-%H%M%S")
     _stage("1. catalog")
     catalog = load_catalog(args.catalog)
