@@ -52,8 +52,9 @@ SERVE_FAST_PATH_ENV = {
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 """Environment of the Ray that serves the app. Serve reads it when its processes start, so
-it must be in the environment of ``ray start`` (cluster.yaml does this) or of the process
-that calls ``ray.init`` for a local Ray (``use_serve_fast_path``). Set
+it must be in the environment of ``ray start`` on a cluster (cluster.yaml leaves it off:
+its proof serves through the proxies) or of the process that calls ``ray.init`` for a
+local Ray (``use_serve_fast_path``). Set
 ``RAY_SERVE_THROUGHPUT_OPTIMIZED=0`` to serve through the proxies only."""
 
 

@@ -1,7 +1,8 @@
 """Ingress deployment: the HTTP API (FastAPI) and the gRPC methods of the served app.
 
-Where it sits: the front door. Serve's HTTP proxy routes ``/v1/*`` here; Serve's gRPC
-proxy calls ``Recommend`` / ``Feedback`` (services/proto/encore.proto). Both transports
+Where it sits: the front door. With direct ingress (services/app.py) this replica answers
+HTTP and gRPC on its own ports; Serve's proxies also route ``/v1/*`` and the gRPC
+``Recommend`` / ``Feedback`` methods (services/proto/encore.proto) here. Both transports
 validate with the pydantic models of services/schemas.py and run the same
 ``RecommendationPipeline`` (services/pipeline.py), which calls the Embedder, Retriever and
 Scorer deployments through their handles.
