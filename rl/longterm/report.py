@@ -44,6 +44,13 @@ def _pct(lift: float, low: float, high: float) -> str:
     return f"{100 * lift:+.1f}% [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
+def _with_lift_ci(lifts: pd.DataFrame) -> pd.DataFrame:
+    """``lifts`` with a "lift (95% CI)" column formatted by ``_pct``."""
+    return lifts.assign(
+        **{"lift (95% CI)": [_pct(r.lift, r.ci_low, r.ci_high) for r in lifts.itertuples()]}
+    )
+
+
 def headline_table(
     lifts: pd.DataFrame, paper: dict[str, float], arm: str = "personalised"
 ) -> pd.DataFrame:
@@ -114,9 +121,7 @@ def write_ab_report(
     )
     ab_metrics.plot_distribution(banner, os.path.join(out_dir, "banner_minutes_distribution.png"))
     ab_metrics.plot_calibration(calibration, os.path.join(out_dir, "calibration.png"))
-    lift_rows = lifts.assign(
-        **{"lift (95% CI)": [_pct(r.lift, r.ci_low, r.ci_high) for r in lifts.itertuples()]}
-    )
+    lift_rows = _with_lift_ci(lifts)
     lines = [
         "# Simulated A/B test of long-term (stickiness) recommendations",
         "",
@@ -147,15 +152,7 @@ def write_ab_report(
         "",
         "### Lifts vs control, all users",
         "",
-        _markdown(
-            lifts_all.assign(
-                **{
-                    "lift (95% CI)": [
-                        _pct(r.lift, r.ci_low, r.ci_high) for r in lifts_all.itertuples()
-                    ]
-                }
-            )[["arm", "metric", "lift (95% CI)"]]
-        ),
+        _markdown(_with_lift_ci(lifts_all)[["arm", "metric", "lift (95% CI)"]]),
         "",
         "### Distribution of 60-day minutes among first-streamers (figure 6b)",
         "",
@@ -212,15 +209,7 @@ def write_ab_report(
             "",
             _markdown(headline_table(shelf_lifts, PAPER_SHELF_LIFTS)),
             "",
-            _markdown(
-                shelf_lifts.assign(
-                    **{
-                        "lift (95% CI)": [
-                            _pct(r.lift, r.ci_low, r.ci_high) for r in shelf_lifts.itertuples()
-                        ]
-                    }
-                )[["arm", "metric", "lift (95% CI)"]]
-            ),
+            _markdown(_with_lift_ci(shelf_lifts)[["arm", "metric", "lift (95% CI)"]]),
             "",
             "Weekly minutes (all listening), lift vs control (figure 7b):",
             "",
