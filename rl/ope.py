@@ -41,6 +41,13 @@ class OPEEstimate:
     n: int
 
 
+def estimate_cell(estimate: OPEEstimate | None) -> str:
+    """A report cell for an estimate: value [95% interval], or "-" when there is none."""
+    if estimate is None:
+        return "-"
+    return f"{estimate.value:.4f} [{estimate.ci_low:.4f}, {estimate.ci_high:.4f}]"
+
+
 def importance_weights(
     target_probs: np.ndarray,  # (B, K) pi(.|s)
     actions: np.ndarray,  # (B,)

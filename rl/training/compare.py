@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rl import storage
-from rl.ope import OPEEstimate, evaluate_policy_offline
+from rl.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
 from rl.policy import DecisionPolicy
 from rl.registry import ModelRegistry, PolicyScorer
 from rl.training.config import ALGORITHMS, TrainConfig
@@ -28,6 +28,7 @@ from rl.training.sim_compare import (
     Interval,
     PairedOutcome,
     compare_paired_in_simulator,
+    difference_cell,
 )
 from rl.training.steps_data import parquet_files, read_logged_decisions
 
@@ -181,12 +182,6 @@ def run_comparison(
     return ComparisonReport(outcomes, ope, training, markdown, markdown_uri, plot_uri)
 
 
-def _star(interval) -> str:
-    if interval is None:
-        return "-"
-    return f"{interval}{' *' if interval.excludes_zero() else ''}"
-
-
 def comparison_markdown(settings, n_logged, n_heldout, outcomes, ope, training) -> str:
     t = settings.train
     lines = [
@@ -209,12 +204,11 @@ def comparison_markdown(settings, n_logged, n_heldout, outcomes, ope, training) 
         "|---|---:|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        e = ope.get(o.arm)
-        ope_text = f"{e.value:.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}]" if e else "-"
+        ope_text = estimate_cell(ope.get(o.arm))
         lines.append(
             f"| {o.arm} | {o.decisions:,} | {o.reward_per_decision} | "
-            f"{_star(o.reward_per_decision_vs_logging)} | {ope_text} | {o.reward_per_user} | "
-            f"{_star(o.reward_per_user_vs_logging)} | {o.active_days_per_user} | "
+            f"{difference_cell(o.reward_per_decision_vs_logging)} | {ope_text} | {o.reward_per_user} | "
+            f"{difference_cell(o.reward_per_user_vs_logging)} | {o.active_days_per_user} | "
             f"{o.streams_per_user} |"
         )
     lines += ["", "Training (last iteration):", ""]

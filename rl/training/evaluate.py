@@ -17,9 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from rl import storage
-from rl.ope import OPEEstimate, evaluate_policy_offline
+from rl.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
 from rl.registry import ModelRegistry, PolicyScorer, RegistryError
-from rl.training.sim_compare import LOGGING_ARM, ArmOutcome, compare_in_simulator
+from rl.training.sim_compare import (
+    LOGGING_ARM,
+    ArmOutcome,
+    compare_in_simulator,
+    difference_cell,
+)
 from rl.training.steps_data import parquet_files, read_logged_decisions
 
 
@@ -102,10 +107,8 @@ def _simulation_markdown(
         "|---|---:|---:|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        ope = dr_by_policy.get(o.arm)
-        ope_text = f"{ope.value:.4f} [{ope.ci_low:.4f}, {ope.ci_high:.4f}]" if ope else "-"
-        diff = o.reward_per_decision_vs_logging
-        diff_text = "-" if diff is None else f"{diff}{' *' if diff.excludes_zero() else ''}"
+        ope_text = estimate_cell(dr_by_policy.get(o.arm))
+        diff_text = difference_cell(o.reward_per_decision_vs_logging)
         lines.append(
             f"| {o.arm} | {o.users} | {o.decisions} | {o.reward_per_decision} | {diff_text} | "
             f"{ope_text} | {o.reward_per_user} | {o.active_days_per_user} | {o.streams_per_user} |"

@@ -31,6 +31,13 @@ class Interval:
         return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+def difference_cell(interval: Interval | None) -> str:
+    """A report cell for a paired difference: the interval, `*` when it excludes zero."""
+    if interval is None:
+        return "-"
+    return f"{interval}{' *' if interval.excludes_zero() else ''}"
+
+
 @dataclass(frozen=True)
 class ArmOutcome:
     arm: str
