@@ -1,7 +1,7 @@
 """Benchmark: relationship states + discovery dataset from a 100,000-user x 60-day log.
 
 What it does: writes a synthetic feedback log in the decision-log format (full
-``rl.log_schema.DECISION_SCHEMA``, ``day=N/`` partitions) plus organic listens, for
+``rl.feedback.schema.DECISION_SCHEMA``, ``day=N/`` partitions) plus organic listens, for
 --users users over --days days (users open the app on ~20% of days, ~8 decisions a session,
 habits with a personal pool of songs), then times the long-term data prep on a local Ray
 runtime with --cpus CPUs: Ray Data reduction of the log to listen days, the sparse
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rl.log_schema import DECISION_SCHEMA, ORGANIC_SCHEMA
+from rl.feedback.schema import DECISION_SCHEMA, ORGANIC_SCHEMA
 
 
 def _memory_bytes_of_tree(root_pid: int) -> int:
@@ -187,11 +187,11 @@ def main() -> None:
 
     import ray
 
-    from rl.longterm.log_prep import listen_days_from_log
-    from rl.longterm.relationship_states import RelationshipStateStore
+    from rl.decision.observation import DEFAULT_BETAS
+    from rl.longterm.listen_days import listen_days_from_log
+    from rl.longterm.relationship_history import RelationshipStateStore
     from rl.longterm.stickiness import discovery_dataset
     from rl.longterm.taste import TasteModel
-    from rl.observation import DEFAULT_BETAS
 
     work = tempfile.mkdtemp(prefix="encore-bench-longterm-")
     try:

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from rl.catalog import load_catalog
-from rl.embedding import ensure_song_embedding
-from rl.retrieval import KnnIndex, brute_force_topk, recall_at_k
+from rl.songs.catalog import load_catalog
+from rl.songs.embedding import ensure_song_embedding
+from rl.songs.retrieval import KnnIndex, brute_force_topk, recall_at_k
 
 
 def _time_single(function, queries: np.ndarray) -> np.ndarray:

@@ -200,7 +200,7 @@ def hot_swap_under_load(
     import httpx
     import torch
 
-    from rl.observation import ObservationLayout
+    from rl.decision.observation import ObservationLayout
     from rl.registry import MODULE_SUBPATH, ModelRegistry
     from rl.training.module import build_module
 
@@ -292,7 +292,7 @@ def main() -> int:
     from ray import serve
 
     from rl import paths
-    from rl.embedding import ensure_song_embedding
+    from rl.songs.embedding import ensure_song_embedding
     from services.app import start_app, use_serve_fast_path
 
     data_root = args.data or paths.data_dir()

@@ -2,7 +2,7 @@
 
 What it does: builds the default simulator on the real catalog (VAE latents, kNN table,
 myopic logging policy, MSSD-calibrated skips), then simulates N users for D days while
-writing every decision and organic listen to a parquet log (rl/feedback_log.py), and
+writing every decision and organic listen to a parquet log (rl/feedback/log.py), and
 separately times the simulation alone.
 
 Run:  .venv/bin/python benchmarks/bench_simulator.py [--users 100000] [--days 60]
@@ -20,9 +20,9 @@ import shutil
 import tempfile
 import time
 
-from rl.feedback_log import FeedbackLogWriter
+from rl.feedback.log import FeedbackLogWriter
 from rl.simulator.config import SimulatorConfig
-from rl.simulator.factory import build_simulator, catalog_corpus
+from rl.simulator.real_catalog import build_simulator, catalog_corpus
 
 
 def peak_rss_mib() -> float:

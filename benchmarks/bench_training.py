@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 from rl.training.config import TrainConfig
 from rl.training.episodes import episodes_from_steps
 from rl.training.module import build_module

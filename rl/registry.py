@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from rl import storage
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 
 MANIFEST_FORMAT = "encore-model/1"
 MODULE_SUBPATH = ("learner_group", "learner", "rl_module", "default_policy")

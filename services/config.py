@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rl import paths
-from rl.observation import DEFAULT_BETAS, ObservationLayout
+from rl.decision.observation import DEFAULT_BETAS, ObservationLayout
 
 QUIET_LOGS: dict[str, Any] = {"enable_access_log": False, "log_level": "WARNING"}
 """Serve logging of every deployment and the proxies: one access-log line per request
@@ -28,7 +28,7 @@ class ServiceConfig:
     data_root: str = field(default_factory=paths.data_dir)
     """Root of generated data; the defaults below live under it."""
     embedding_uri: str = ""
-    """Song VAE (rl/embedding.py); default ``<data_root>/embedding``. Trained once if absent."""
+    """Song VAE (rl/songs/embedding.py); default ``<data_root>/embedding``. Trained once if absent."""
     catalog_uri: str = ""
     """Catalog parquet for track names and durations; default the shared catalog."""
     registry_uri: str = ""
@@ -57,7 +57,7 @@ class ServiceConfig:
     rather than together: a longer wait lets a batch gather them. >= 0."""
     neighbour_cache_width: int = 20
     """Nearest songs precomputed per catalog song, so catalog requests whose exclude list
-    leaves k of them skip the Retriever hop (services/neighbour_cache.py); 0 = off. >= 0."""
+    leaves k of them skip the Retriever hop (services/core/neighbour_cache.py); 0 = off. >= 0."""
     max_pending: int = 200_000
     """Decisions awaiting feedback kept in memory (oldest dropped). >= 1."""
     max_users: int = 100_000
@@ -79,7 +79,7 @@ class ServiceConfig:
     """Served Q-scorers pick by a softmax over log-scores / temperature (not the paper's
     argmax) so every candidate keeps a non-zero logged propensity. > 0; lower = greedier."""
     longterm_model: dict[str, Any] = field(default_factory=dict)
-    """Overrides of ``rl.longterm.pipeline.ModelConfig`` for the served Q-scorers, e.g.
+    """Overrides of ``rl.longterm.fitted_models.ModelConfig`` for the served Q-scorers, e.g.
     ``{"horizon_days": 30}``; {} = the paper's defaults (60-day returns)."""
     longterm_engine: str = "ray"
     """How the Scorer reads the long-term log: "ray" (Ray Data) or "pyarrow" (in-process,
@@ -88,7 +88,7 @@ class ServiceConfig:
     """The Q-scorer the ``blend`` arm mixes with production (one of the variants above)."""
     blend_weight: float = 0.5
     """w of the ``blend`` arm, in [0, 1]: it picks with probability proportional to
-    pi_production^(1 - w) * q^w (services/scoring.py ``blend_probabilities``);
+    pi_production^(1 - w) * q^w (services/core/scoring.py ``blend_probabilities``);
     0 = production alone, 1 = the Q-scorer alone."""
     seed: int | None = None
     """Seed of the sampled picks (None: fresh entropy per replica)."""
@@ -129,7 +129,7 @@ class ServiceConfig:
         _ = self.layout  # validates k and betas
 
     def _check_arms(self) -> None:
-        from services.longterm_arms import LONGTERM_VARIANTS
+        from services.core.longterm_arms import LONGTERM_VARIANTS
 
         for name, variants in (
             ("longterm_variants", self.longterm_variants),
@@ -149,7 +149,7 @@ class ServiceConfig:
                 f"longterm_engine must be 'ray' or 'pyarrow', got {self.longterm_engine!r}"
             )
         if self.longterm_model:
-            from rl.longterm.pipeline import ModelConfig
+            from rl.longterm.fitted_models import ModelConfig
 
             try:
                 ModelConfig(**self.longterm_model)

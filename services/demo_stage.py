@@ -39,7 +39,7 @@ def run_serving_demo(
     import ray
     from ray import serve
 
-    from rl.feedback_log import read_decisions_table
+    from rl.feedback.log import read_decisions_table
     from services.app import start_app, use_serve_fast_path
     from services.config import ServiceConfig
     from services.grpc_client import EncoreClient

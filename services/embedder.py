@@ -1,4 +1,4 @@
-"""Embedder deployment: raw audio features -> song latent (the VAE encoder, rl/embedding.py).
+"""Embedder deployment: raw audio features -> song latent (the VAE encoder, rl/songs/embedding.py).
 
 Where it sits: first hop of a recommendation for a song that is not in the catalog (a
 catalog track's latent is a lookup the ingress does itself). Calls from the ingress are
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from rl.embedding import ensure_song_embedding
+from rl.songs.embedding import ensure_song_embedding
 from services.config import QUIET_LOGS, ServiceConfig
 
 

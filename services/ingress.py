@@ -4,7 +4,7 @@ Where it sits: the front door. With direct ingress (services/app.py) this replic
 HTTP and gRPC on its own ports; Serve's proxies also route ``/v1/*`` and the gRPC
 ``Recommend`` / ``Feedback`` methods (services/proto/encore.proto) here. Both transports
 validate with the pydantic models of services/schemas.py and run the same
-``RecommendationPipeline`` (services/pipeline.py), which calls the Embedder, Retriever and
+``RecommendationPipeline`` (services/core/request_pipeline.py), which calls the Embedder, Retriever and
 Scorer deployments through their handles.
 
 Why concurrent requests are batched here (``@serve.batch`` on ``_recommend_batched``):
@@ -36,14 +36,16 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 
-from rl.catalog import load_catalog
-from rl.embedding import ensure_song_embedding
 from rl.registry import ModelRegistry, RegistryError
+from rl.songs.catalog import load_catalog
+from rl.songs.embedding import ensure_song_embedding
 from services.config import QUIET_LOGS, ServiceConfig
-from services.feedback import FeedbackSink
+from services.core.feedback_journal import FeedbackSink
+from services.core.neighbour_cache import build_neighbour_cache
+from services.core.request_pipeline import CatalogTable, RecommendationPipeline, ServiceError
+from services.core.scoring import ArmAssignment
+from services.core.user_state import UserStateStore
 from services.http_limits import BodySizeLimit
-from services.neighbour_cache import build_neighbour_cache
-from services.pipeline import CatalogTable, RecommendationPipeline, ServiceError
 from services.proto import encore_pb2
 from services.schemas import (
     MAX_BODY_BYTES,
@@ -55,8 +57,6 @@ from services.schemas import (
     RecommendRequest,
     RecommendResponse,
 )
-from services.scoring import ArmAssignment
-from services.user_state import UserStateStore
 
 api = FastAPI(
     title="Encore recommender",
@@ -152,7 +152,7 @@ def _grpc_status(context: RayServegRPCContext) -> Iterator[None]:
     logging_config=QUIET_LOGS,
     ray_actor_options={"num_cpus": 0.3},
     # One replica on purpose: it owns the pending decisions that feedback must find and the
-    # per-user state (see services/user_state.py); the hops behind it scale out.
+    # per-user state (see services/core/user_state.py); the hops behind it scale out.
     autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 64},
     max_ongoing_requests=256,
 )

@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
-from rl.catalog import load_catalog
-from rl.embedding import ensure_song_embedding
-from rl.retrieval import KnnIndex
+from rl.songs.catalog import load_catalog
+from rl.songs.embedding import ensure_song_embedding
+from rl.songs.retrieval import KnnIndex
 from services.config import ServiceConfig
-from services.feedback import FeedbackSink
-from services.neighbour_cache import build_neighbour_cache
-from services.pipeline import CatalogTable, RecommendationPipeline, ServiceError
+from services.core.feedback_journal import FeedbackSink
+from services.core.neighbour_cache import build_neighbour_cache
+from services.core.request_pipeline import CatalogTable, RecommendationPipeline, ServiceError
+from services.core.scoring import ArmAssignment
+from services.core.user_state import UserStateStore
 from services.retriever import neighbours
 from services.schemas import FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse
 from services.scorer import build_scoring_core
-from services.scoring import ArmAssignment
-from services.user_state import UserStateStore
 
 
 def build_pipeline(config: ServiceConfig) -> RecommendationPipeline:

@@ -1,4 +1,4 @@
-"""Retriever deployment: query latents -> the k nearest catalog songs (rl/retrieval.py).
+"""Retriever deployment: query latents -> the k nearest catalog songs (rl/songs/retrieval.py).
 
 Where it sits: between the song playing (its latent) and the Scorer. Exact kNN over the
 embedding's latents with a per-query exclude set (the song itself, what the user asked to
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from rl.embedding import ensure_song_embedding
-from rl.retrieval import KnnIndex
+from rl.songs.embedding import ensure_song_embedding
+from rl.songs.retrieval import KnnIndex
 from services.config import QUIET_LOGS, ServiceConfig
 
 Query = tuple[np.ndarray, int, list[list[str]]]

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rl.catalog import FEATURE_COLUMNS
+from rl.songs.catalog import FEATURE_COLUMNS
 
 MAX_K = 50
 """Largest k the schema accepts; the served policy's own k (usually 4) is checked after."""
@@ -45,7 +45,7 @@ class TrackFeatures(BaseModel):
     tempo: float = Field(ge=0.0, le=300.0, allow_inf_nan=False, description="beats per minute")
 
     def as_row(self) -> list[float]:
-        """The features in the model's column order (rl.catalog.FEATURE_COLUMNS)."""
+        """The features in the model's column order (rl.songs.catalog.FEATURE_COLUMNS)."""
         return [float(getattr(self, name)) for name in FEATURE_COLUMNS]
 
 

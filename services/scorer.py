@@ -1,7 +1,7 @@
 """Scorer deployment: observations -> policy probabilities, value, and the pick.
 
 Where it sits: last hop of a recommendation. A thin shell over ``ScoringCore``
-(services/scoring.py): it serves the logging policy (rl/policy.py) until the registry has a
+(services/core/scoring.py): it serves the logging policy (rl/decision/policies.py) until the registry has a
 production version, then the trained actor-critic (rl/registry.py ``PolicyScorer``).
 
 Hot-swap without restarts: a watcher thread in every replica polls the registry's
@@ -12,8 +12,8 @@ see a half-loaded model. ``serve deploy`` with a changed ``user_config`` calls
 
 A/B arms (``ServiceConfig.ab_arms``; the ingress assigns them by user hash and sends each
 row's arm): ``production``, ``logging``, the stickiness Q-scorers ``q-<variant>`` fitted on
-``longterm_log_uri`` at startup (services/longterm_arms.py), and ``blend``, which mixes
-whatever production serves at that moment with one Q-scorer (services/scoring.py).
+``longterm_log_uri`` at startup (services/core/longterm_arms.py), and ``blend``, which mixes
+whatever production serves at that moment with one Q-scorer (services/core/scoring.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from rl.embedding import ensure_song_embedding
-from rl.policy import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+from rl.songs.embedding import ensure_song_embedding
 from services.config import QUIET_LOGS, ServiceConfig
-from services.scoring import (
+from services.core.scoring import (
     LOGGING_VERSION,
     ArmAssignment,
     BlendArm,
@@ -52,7 +52,7 @@ def build_scoring_core(
     extra: dict[str, ServingPolicy] = {}
     blends: dict[str, BlendArm] = {}
     if config.longterm_log_uri:
-        from services.longterm_arms import build_longterm_arms
+        from services.core.longterm_arms import build_longterm_arms
 
         wants_blend = "blend" in config.ab_arms
         variants = [*config.longterm_variants, *([config.blend_variant] if wants_blend else [])]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rl import paths
-from rl.catalog import Catalog, catalog_from_frame, load_catalog
+from rl.songs.catalog import Catalog, catalog_from_frame, load_catalog
 
 # Keep tests off the user's generated data and make torch/BLAS polite on 2 cores.
 os.environ.setdefault("ENCORE_DATA", "/tmp/encore-test-data")
@@ -42,7 +42,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def trained_embedding(real_catalog, tmp_path_factory):
     """The default VAE trained on the real catalog (about 20 s), shared by the whole run."""
-    from rl.embedding import ensure_song_embedding
+    from rl.songs.embedding import ensure_song_embedding
 
     cache = os.environ.get("ENCORE_TEST_EMBEDDING") or str(
         tmp_path_factory.getbasetemp().parent / "encore-embedding"

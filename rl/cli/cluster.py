@@ -4,7 +4,7 @@ validate  checks cluster.yaml against Ray's cluster-launcher schema and Encore's
           serve_config.yaml against Serve's schema (and that its replicas fit the node
           types), and that the storage URIs are reachable; exit 1 listing every problem.
 proof     runs Encore on a local fake multi-node cluster with Ray's autoscaler (stages in
-          rl/cluster_proof.py, the cluster's start/stop/observation in rl/fake_cluster.py):
+          rl/cluster/proof.py, the cluster's start/stop/observation in rl/cluster/fake.py):
           serve + load, a training job, the registry, teardown.
 
     encore cluster validate cluster.yaml serve_config.yaml
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from rl.cluster import ConfigCheckError, validate_deployment
+    from rl.cluster.config_check import ConfigCheckError, validate_deployment
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
     uris = {
@@ -109,8 +109,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_proof_command(args: argparse.Namespace) -> int:
-    from rl.cluster import ConfigCheckError
-    from rl.cluster_proof import ProofConfig, print_report, run_proof
+    from rl.cluster.config_check import ConfigCheckError
+    from rl.cluster.proof import ProofConfig, print_report, run_proof
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
     config = ProofConfig(

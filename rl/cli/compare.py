@@ -1,7 +1,7 @@
 """``encore compare-policies``: simulate a log, train offline PPO / MARWIL / BC on RLlib,
 evaluate every policy against the logging policy on the same simulated users.
 
-One reproducible command for the issue's acceptance test (rl/training/compare.py):
+One reproducible command for the issue's acceptance test (rl/experiments/compare_policies.py):
     encore compare-policies --out data/compare
 writes comparison.md and comparison.png (plus the log, steps, runs and a registry) there.
 """
@@ -16,7 +16,7 @@ from rl.training.config import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from rl.training.compare import CompareSettings
+    from rl.experiments.compare_policies import CompareSettings
 
     d = CompareSettings()
     p = subparsers.add_parser(
@@ -49,7 +49,7 @@ def run_compare(args: argparse.Namespace) -> int:
     import torch
 
     from rl.cli.train import _start_ray
-    from rl.training.compare import CompareSettings, run_comparison
+    from rl.experiments.compare_policies import CompareSettings, run_comparison
 
     torch.set_num_threads(1)
     settings = CompareSettings(

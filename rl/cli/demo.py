@@ -18,9 +18,9 @@ import argparse
 import time
 
 from rl import paths, storage
-from rl.catalog import load_catalog
 from rl.cli.embedding import embedding_quality, print_neighbours
-from rl.embedding import ensure_song_embedding
+from rl.songs.catalog import load_catalog
+from rl.songs.embedding import ensure_song_embedding
 
 #: Real tracks from different genres whose neighbours the demo prints.
 DEMO_TRACKS = (

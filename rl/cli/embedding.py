@@ -10,9 +10,20 @@ from collections import Counter
 import numpy as np
 
 from rl import paths
-from rl.catalog import FEATURE_COLUMNS, CatalogError, FeatureScaler, genre_coherence, load_catalog
-from rl.embedding import VAEConfig, ensure_song_embedding, load_song_embedding, train_song_embedding
-from rl.retrieval import KnnIndex, RetrievalError
+from rl.songs.catalog import (
+    FEATURE_COLUMNS,
+    CatalogError,
+    FeatureScaler,
+    genre_coherence,
+    load_catalog,
+)
+from rl.songs.embedding import (
+    VAEConfig,
+    ensure_song_embedding,
+    load_song_embedding,
+    train_song_embedding,
+)
+from rl.songs.retrieval import KnnIndex, RetrievalError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

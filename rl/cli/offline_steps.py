@@ -55,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_offline_steps(args: argparse.Namespace) -> int:
-    from rl.embedding import ensure_song_embedding
-    from rl.feedback_log import read_decisions
-    from rl.observation import ObservationLayout
-    from rl.offline_data import write_offline_steps
-    from rl.ray_runtime import start_ray
+    from rl.cluster.ray_runtime import start_ray
+    from rl.decision.observation import ObservationLayout
+    from rl.feedback.log import read_decisions
+    from rl.feedback.offline_steps import write_offline_steps
+    from rl.songs.embedding import ensure_song_embedding
 
     log_uri = args.log or paths.default_log_uri()
     out_uri = args.out or storage.join(paths.data_dir(), "offline", "steps")

@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
         "import-mssd",
         help="import the real MSSD session rows into the log schema",
         description="Convert the real MSSD rows (skip flags -> skip level -> listen fraction, "
-        "documented in rl/mssd.py) into decision rows under --out.",
+        "documented in rl/feedback/importers/mssd.py) into decision rows under --out.",
     )
     mssd.add_argument(
         "--out",
@@ -96,11 +96,11 @@ def register(subparsers: Any) -> None:
 def run_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rl.feedback_log import FeedbackLogWriter
-    from rl.mssd import mssd_skip_shares
-    from rl.observation import ObservationLayout
+    from rl.decision.observation import ObservationLayout
+    from rl.feedback.importers.mssd import mssd_skip_shares
+    from rl.feedback.log import FeedbackLogWriter
     from rl.simulator.config import SimulatorConfig
-    from rl.simulator.factory import build_simulator, catalog_corpus, default_logging_policy
+    from rl.simulator.real_catalog import build_simulator, catalog_corpus, default_logging_policy
 
     if args.users < 1 or args.days < 1 or args.k < 1:
         raise SystemExit("--users, --days and --k must be >= 1")
@@ -145,7 +145,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def run_import_mssd(args: argparse.Namespace) -> int:
-    from rl.mssd import import_mssd
+    from rl.feedback.importers.mssd import import_mssd
 
     result = import_mssd(args.out, args.mssd)
     print(result["report"])
@@ -157,9 +157,9 @@ def run_import_mssd(args: argparse.Namespace) -> int:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
-    from rl.embedding import ensure_song_embedding
-    from rl.feedback_log import read_decisions_table
-    from rl.reward_propagation import evaluate_propagation
+    from rl.feedback.log import read_decisions_table
+    from rl.songs.embedding import ensure_song_embedding
+    from rl.songs.reward_propagation import evaluate_propagation
 
     embedding = ensure_song_embedding(args.embedding)
     decisions = read_decisions_table(args.log, validate=False).select(["chosen_track_id", "reward"])

@@ -21,7 +21,7 @@ import argparse
 import sys
 
 from rl import paths, storage
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 from rl.registry import ModelRegistry, RegistryError
 from rl.training.config import ALGORITHMS, TrainConfig
 from rl.training.train import IterationReport
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train the actor-critic offline on RLlib (offline PPO, MARWIL or BC) and register it",
         description="Train on row-per-step offline data (RLlib offline columns, see "
-        "rl/offline_data.py) read through Ray Data; prints iteration, losses and samples/s; "
+        "rl/feedback/offline_steps.py) read through Ray Data; prints iteration, losses and samples/s; "
         "registers the checkpoint as a new version.",
     )
     train.add_argument("--algo", choices=ALGORITHMS, default=defaults.algo)
@@ -186,7 +186,7 @@ def _print_iteration(report: IterationReport) -> None:
 def _start_ray(num_learners: int, learner_resources: dict[str, float] | None = None) -> None:
     """Ray for training: locally, one CPU per learner plus the driver, and the learners'
     custom resources offered too (so the cluster command also runs on one machine)."""
-    from rl.ray_runtime import start_ray
+    from rl.cluster.ray_runtime import start_ray
 
     start_ray(
         num_cpus=max(2, num_learners + 1),
@@ -212,8 +212,8 @@ def parse_resources(items: list[str]) -> dict[str, float]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rl.training.steps_data import parquet_files, resolve_layout
-    from rl.training.workflow import default_work_uri, train_and_register
+    from rl.feedback.offline_steps_files import parquet_files, resolve_layout
+    from rl.training.lifecycle import default_work_uri, train_and_register
 
     if args.resume_run and not args.work_dir:
         print("--resume-run needs --work-dir (the run folder to resume)", file=sys.stderr)
@@ -337,7 +337,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from rl.training.workflow import finetune_production
+    from rl.training.lifecycle import finetune_production
 
     registry = _registry(args)
     _set_torch_threads(args)
@@ -361,7 +361,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from rl.training.evaluate import evaluate_version
+    from rl.evaluation.evaluate_version import evaluate_version
 
     registry = _registry(args)
     try:

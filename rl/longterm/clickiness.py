@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from rl.observation import encode_context
+from rl.decision.observation import encode_context
 
 
 def clickiness_features(

@@ -5,7 +5,7 @@ Where it sits: the end of the long-term-value pipeline. It combines ``Clickiness
 for items already heard, ``StateStickinessModel`` and an organic-listen model, into the
 scores the simulated A/B test (``ab_test``) ranks by, and that the served Scorer can call
 (``QScorer.score(CandidateBatch)`` is the plain-numpy API; ``QScoringPolicy`` wraps any
-scorer as an ``rl.policy.DecisionPolicy`` over the k candidates of an observation).
+scorer as an ``rl.decision.policies.DecisionPolicy`` over the k candidates of an observation).
 
 Scores (c = clickiness, u = taste, v_i stickiness vector, S_i unpersonalised stickiness):
 
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from rl.decision.observation import ObservationLayout
+from rl.decision.policies import candidate_mask, masked_softmax
+from rl.decision.relationship_state import update_relationship_state
 from rl.longterm.clickiness import ClickinessModel, clickiness_features
 from rl.longterm.stickiness import StateStickinessModel, StickinessModel
-from rl.observation import ObservationLayout
-from rl.policy import candidate_mask, masked_softmax
-from rl.relationship import update_relationship_state
 
 if TYPE_CHECKING:
     from sklearn.neighbors import NearestNeighbors

@@ -1,7 +1,7 @@
 """The long-term reward of a logged decision: what the recommendation did over the next weeks.
 
 Where it sits: between the feedback log and offline PPO (``encore offline-steps --reward
-longterm``, ``encore ab-test --train-ppo longterm``). The seed-1 reward (``rl.reward``) only
+longterm``, ``encore ab-test --train-ppo longterm``). The seed-1 reward (``rl.feedback.reward``) only
 sees the listen that follows a pick; the paper (seed 2) values a recommendation by the days
 the user comes back to the item. For every logged decision
 
@@ -25,7 +25,7 @@ expectation extrapolation only when return days are spread evenly over the windo
 The core (``ReturnDayIndex``, ``long_term_term``) is numpy; ``write_long_term_offline_steps``
 is the Ray Data shell: listen days from the log (``log_prep``), a ``map_batches`` adding
 the ``long_term_reward`` column to the decision rows, then the ordinary session-to-steps
-conversion (``rl.offline_data``), which adds that column to the immediate reward.
+conversion (``rl.feedback.offline_steps``), which adds that column to the immediate reward.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rl.longterm.relationship_states import ListenDays
-from rl.observation import ObservationLayout
-from rl.offline_data import EXTRA_REWARD_COLUMN as LONG_TERM_COLUMN
-from rl.reward import RewardConfig
+from rl.decision.observation import ObservationLayout
+from rl.feedback.offline_steps import EXTRA_REWARD_COLUMN as LONG_TERM_COLUMN
+from rl.feedback.reward import RewardConfig
+from rl.longterm.relationship_history import ListenDays
 
 RETURN_SOURCES = ("organic", "any")
 CREDIT_RULES = ("listened", "discovery")
@@ -243,9 +243,9 @@ def write_long_term_offline_steps(
     the steps, ``_layout.json`` and ``_reward.json`` (this config and the summary).
     """
     from rl import storage
-    from rl.feedback_log import read_decisions
-    from rl.longterm.log_prep import listen_days_from_log
-    from rl.offline_data import decisions_to_offline_steps, write_steps
+    from rl.feedback.log import read_decisions
+    from rl.feedback.offline_steps import decisions_to_offline_steps, write_steps
+    from rl.longterm.listen_days import listen_days_from_log
 
     listen_days = listen_days_from_log(log_uri, engine="ray")
     index = ReturnDayIndex(listen_days, config.return_source)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.longterm.relationship_states import ListenDays
+from rl.longterm.relationship_history import ListenDays
 from rl.longterm.taste import UserDayFeatures
 
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rl.longterm.relationship_states import ListenDays
+from rl.longterm.relationship_history import ListenDays
 
 
 class UserDayFeatures(Protocol):

@@ -7,7 +7,7 @@ run a pilot population under the logging policy, take the quantiles of the utili
 the recommended songs at the real cumulative shares, and repeat (the thresholds change
 what users stream, hence their familiarity and later utilities) until they settle.
 Validation is separate: ``skip_shares_of_run`` on a fresh population, another seed and
-more days must land within 5 percentage points of the real shares (tests/rl/test_simulator.py).
+more days must land within 5 percentage points of the real shares (tests/rl/simulator/test_simulator.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.observation import ObservationLayout
-from rl.policy import DecisionPolicy
-from rl.reward import SKIP_LEVEL_NAMES
+from rl.decision.observation import ObservationLayout
+from rl.decision.policies import DecisionPolicy
+from rl.feedback.reward import SKIP_LEVEL_NAMES
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import Corpus
 from rl.simulator.simulation import Simulator

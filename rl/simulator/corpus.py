@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.policy import latent_scale_of
-from rl.retrieval import KnnIndex
+from rl.decision.policies import latent_scale_of
 from rl.simulator.config import SimulatorConfig
+from rl.songs.retrieval import KnnIndex
 
 #: Fallback song length (seconds) where the catalog has none: the catalog's median is ~3.6 min.
 DEFAULT_DURATION_S = 216.0

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rl.log_schema import DECISION_SCHEMA, ORGANIC_SCHEMA
-from rl.reward import SKIP_LEVEL_NAMES
+from rl.feedback.reward import SKIP_LEVEL_NAMES
+from rl.feedback.schema import DECISION_SCHEMA, ORGANIC_SCHEMA
 
 #: Day 0 of a simulation is Monday 2024-01-01 00:00 UTC.
 EPOCH_START_S = 1_704_067_200

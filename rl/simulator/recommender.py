@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.observation import ObservationLayout, encode_context
-from rl.policy import DecisionPolicy, sample_actions
+from rl.decision.observation import ObservationLayout, encode_context
+from rl.decision.policies import DecisionPolicy, sample_actions
 from rl.simulator.corpus import Corpus
 
 

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rl.observation import ObservationLayout
-from rl.policy import DecisionPolicy
-from rl.reward import IMMEDIATE_SKIP, RewardConfig, compute_reward
+from rl.decision.observation import ObservationLayout
+from rl.decision.policies import DecisionPolicy
+from rl.feedback.reward import IMMEDIATE_SKIP, RewardConfig, compute_reward
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import Corpus
 from rl.simulator.metrics import (
@@ -56,7 +56,7 @@ from rl.simulator.user import (
 )
 
 if TYPE_CHECKING:
-    from rl.feedback_log import FeedbackLogWriter
+    from rl.feedback.log import FeedbackLogWriter
 
 #: Relative session-start weight per hour of day: an evening peak and a morning commute
 #: bump, the shape of MSSD's hour_of_day histogram (median hour 15, few sessions at night).

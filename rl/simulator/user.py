@@ -16,7 +16,7 @@ RecSim NG's "user" entity, vectorised over users with numpy:
 The relationship state is stored lazily: each slot keeps its state as of the end of the
 day it was last updated (``library_state_day``); a day without a stream multiplies it by
 beta, so the state on any later day is s * beta^(days since), the closed form in
-rl/relationship.py. Only the slots streamed on a day are touched at its end, which keeps
+rl/decision/relationship_state.py. Only the slots streamed on a day are touched at its end, which keeps
 the day's end proportional to the day's streams instead of users x library slots.
 
 The library (``library_size`` slots per user) is the sparse per-user-per-song store: the
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.relationship import relationship_after_days, update_relationship_state
+from rl.decision.relationship_state import relationship_after_days, update_relationship_state
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import Corpus
 

@@ -1,6 +1,6 @@
 """Whole-session RLlib episodes from row-per-step offline data, and their pre-learner.
 
-Where it sits: the log converter (rl/offline_data.py) writes one row per decision in
+Where it sits: the log converter (rl/feedback/offline_steps.py) writes one row per decision in
 RLlib's offline column format; RLlib turns such rows into one-step episodes, which would
 make GAE over a session impossible. ``write_session_episodes`` groups the rows by
 ``eps_id``, orders them by ``t`` and writes one msgpack-encoded ``SingleAgentEpisode``

@@ -30,7 +30,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (128, 128)
 """The blog's reference actor-critic used two hidden layers of 128 units."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rl.observation import ObservationLayout, encode_context
+from rl.decision.observation import ObservationLayout, encode_context
 
 
 def synthetic_offline_steps(

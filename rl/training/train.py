@@ -1,6 +1,6 @@
 """Build and run offline training on RLlib: offline PPO, MARWIL or BC on logged sessions.
 
-Where it sits: row-per-step offline data (rl/offline_data.py, or synthetic.py) ->
+Where it sits: row-per-step offline data (rl/feedback/offline_steps.py, or synthetic.py) ->
 ``write_session_episodes`` (Ray Data) -> ``build_algorithm`` (RLlib, MARWIL's offline
 loop) -> ``train`` iterations, checkpointed every few so an interrupted run resumes -> an
 RLlib checkpoint the registry stores.
@@ -25,7 +25,7 @@ from ray.rllib.algorithms.bc import BCConfig
 from ray.rllib.algorithms.marwil import MARWILConfig
 
 from rl import storage
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 from rl.registry import copy_tree
 from rl.training.config import TrainConfig
 from rl.training.episodes import EpisodeDataset, SessionPreLearner, write_session_episodes

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 from rl.registry import ModelRegistry, PolicyScorer, RegistryError
 from rl.training.config import TrainConfig
 from rl.training.module import build_module
@@ -124,7 +124,7 @@ def test_corrupt_or_incompatible_versions_are_refused(registry, tmp_path):
 
 
 def test_policy_scorer_meets_decision_policy_protocol(registry, tmp_path):
-    from rl.policy import DecisionPolicy
+    from rl.decision.policies import DecisionPolicy
 
     register(registry, tmp_path, "a", 0)
     registry.promote("v0001")

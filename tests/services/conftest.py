@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rl.observation import ObservationLayout
+from rl.decision.observation import ObservationLayout
 from rl.registry import MODULE_SUBPATH, ModelRegistry
 
 
@@ -35,7 +35,7 @@ def register_module_version(
 @pytest.fixture(scope="module")
 def small_embedding_uri(small_catalog, tmp_path_factory) -> str:
     """A VAE trained for a few epochs on 2,000 real tracks, saved under a tmp dir."""
-    from rl.embedding import VAEConfig, train_song_embedding
+    from rl.songs.embedding import VAEConfig, train_song_embedding
 
     uri = str(tmp_path_factory.mktemp("embedding"))
     train_song_embedding(small_catalog, VAEConfig(epochs=3), progress=False).save(uri)

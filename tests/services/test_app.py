@@ -42,9 +42,9 @@ def served(small_embedding_uri, tmp_path_factory):
     import ray
     from ray import serve
 
-    from rl.embedding import load_song_embedding
-    from rl.observation import ObservationLayout
+    from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
+    from rl.songs.embedding import load_song_embedding
     from services.app import SERVE_FAST_PATH_ENV, start_app, use_serve_fast_path
     from tests.services.conftest import register_module_version
 
@@ -225,7 +225,7 @@ def test_bad_feedback(served):
 
 # -- feedback lands in the decision log training reads --------------------------------------------
 def test_feedback_is_written_to_parquet_and_read_by_ray_data(served):
-    from rl.feedback_log import read_decisions
+    from rl.feedback.log import read_decisions
 
     client = served["client"]
     sent = {}

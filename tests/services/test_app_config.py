@@ -97,7 +97,7 @@ def test_a_valid_ab_test_config_passes_and_survives_the_round_trip():
 
 
 def test_served_variants_are_the_long_term_pipelines_arms():
-    from rl.longterm.ab_test import BASE_ARMS
-    from services.longterm_arms import LONGTERM_VARIANTS
+    from rl.experiments.ab_test import BASE_ARMS
+    from services.core.longterm_arms import LONGTERM_VARIANTS
 
     assert tuple(LONGTERM_VARIANTS) == tuple(BASE_ARMS)

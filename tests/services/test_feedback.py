@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from rl.feedback_log import read_decisions_table, read_quarantine
-from services.feedback import FeedbackSink
+from rl.feedback.log import read_decisions_table, read_quarantine
+from services.core.feedback_journal import FeedbackSink
 
 
 def decision_row(i: int, day: int = 20_000) -> dict:

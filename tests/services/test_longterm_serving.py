@@ -37,12 +37,12 @@ def _free_port() -> int:
 def history(small_embedding_uri, tmp_path_factory):
     """The simulated log, the served embedding, and the long-term models fitted on the log
     in-process (the independent reference for the Scorer's fit)."""
-    from rl.embedding import load_song_embedding
-    from rl.feedback_log import FeedbackLogWriter
-    from rl.longterm.pipeline import ModelConfig, fit_longterm_models
-    from rl.observation import ObservationLayout
-    from rl.policy import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+    from rl.decision.observation import ObservationLayout
+    from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+    from rl.feedback.log import FeedbackLogWriter
+    from rl.longterm.fitted_models import ModelConfig, fit_longterm_models
     from rl.simulator import Simulator, SimulatorConfig, build_corpus
+    from rl.songs.embedding import load_song_embedding
 
     embedding = load_song_embedding(small_embedding_uri)
     layout = ObservationLayout()
@@ -75,9 +75,9 @@ def reference_q_probabilities(history, rows) -> tuple[np.ndarray, np.ndarray]:
     """(B, k) personalised Q-scores and their served softmax, computed from logged rows
     with rl/longterm alone: the stickiness user features beyond the taste (the activity
     share) at their mean over the discovery dataset, as a served user has no history."""
+    from rl.decision.observation import encode_context
+    from rl.decision.policies import masked_softmax
     from rl.longterm.q_scoring import CandidateBatch
-    from rl.observation import encode_context
-    from rl.policy import masked_softmax
 
     embedding, layout, models = history["embedding"], history["layout"], history["models"]
     row_of = {t: i for i, t in enumerate(embedding.track_ids)}
@@ -127,9 +127,9 @@ def test_served_q_arm_is_the_fitted_scorer(history, rng):
     observation lacks the activity feature the stickiness vectors were fitted with)."""
     import pandas as pd
 
-    from rl.policy import candidate_mask
-    from services.longterm_arms import longterm_arms_from_models
-    from services.user_state import build_observations
+    from rl.decision.policies import candidate_mask
+    from services.core.longterm_arms import longterm_arms_from_models
+    from services.core.user_state import build_observations
 
     layout, embedding = history["layout"], history["embedding"]
     (arm,) = longterm_arms_from_models(
@@ -244,7 +244,7 @@ def answered(served, history):
 
 @pytest.mark.ray
 def test_every_answer_carries_its_users_arm_and_the_policy_that_answered(answered):
-    from services.scoring import ArmAssignment
+    from services.core.scoring import ArmAssignment
 
     responses, _ = answered
     split = ArmAssignment(AB_ARMS)
@@ -303,8 +303,8 @@ def test_q_arm_picks_the_q_scorers_argmax(answered, history):
 
 @pytest.mark.ray
 def test_blend_answers_are_the_geometric_blend_of_production_and_the_q_scorer(answered, history):
-    from rl.policy import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
-    from services.user_state import build_observations
+    from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
+    from services.core.user_state import build_observations
 
     responses, rows = answered
     embedding, layout = history["embedding"], history["layout"]
@@ -342,7 +342,7 @@ def test_blend_answers_are_the_geometric_blend_of_production_and_the_q_scorer(an
 
 @pytest.mark.ray
 def test_blend_follows_a_promoted_production_version(served, history):
-    from services.scoring import ArmAssignment
+    from services.core.scoring import ArmAssignment
     from tests.services.conftest import register_module_version
 
     split = ArmAssignment(AB_ARMS)

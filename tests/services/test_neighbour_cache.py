@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rl.retrieval import KnnIndex
-from services.neighbour_cache import NeighbourCache, build_neighbour_cache
+from rl.songs.retrieval import KnnIndex
+from services.core.neighbour_cache import NeighbourCache, build_neighbour_cache
 
 
 def reference_topk(latents, ids, row, k, exclude):

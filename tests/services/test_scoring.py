@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from rl.observation import ObservationLayout
-from rl.policy import ListenProbabilityModel, MyopicListenPolicy, UniformRandomPolicy
-from services.scoring import (
+from rl.decision.observation import ObservationLayout
+from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, UniformRandomPolicy
+from services.core.scoring import (
     ArmAssignment,
     BlendArm,
     PolicySlot,

@@ -64,9 +64,9 @@ def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    from rl.embedding import load_song_embedding
-    from rl.observation import ObservationLayout
+    from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
+    from rl.songs.embedding import load_song_embedding
     from tests.services.conftest import register_module_version
 
     registry = ModelRegistry(str(tmp_path / "registry"))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rl.observation import ObservationLayout
-from services.user_state import UserStateStore, build_observations, day_of, listened_from
+from rl.decision.observation import ObservationLayout
+from services.core.user_state import UserStateStore, build_observations, day_of, listened_from
 
 LAYOUT = ObservationLayout(k=3, latent_dim=2, betas=(0.5, 0.9))
 

@@ -1,0 +1,382 @@
+"""One recommendation, end to end: song -> latent -> kNN candidates -> observation -> pick.
+
+Where it sits: the ingress deployment (services/ingress.py) runs this with the Embedder,
+Retriever and Scorer as remote ``DeploymentHandle`` calls; the in-process benchmark
+baseline runs it with the same cores called locally. Everything is batched: the ingress
+gathers concurrent requests (``@serve.batch``) so each hop is paid once per batch, not
+once per request. Cheap steps stay here, so most requests make one hop (the Scorer): a
+catalog track's latent is a table lookup (the Embedder is only called for raw features),
+its candidates come from a precomputed neighbour table (services/core/neighbour_cache.py; the
+Retriever is only called for raw features or exclude lists the table cannot answer), and
+the user state and pending decisions live beside the request ids (services/core/user_state.py).
+
+Errors that are the caller's fault raise ``ServiceError`` subclasses carrying the HTTP
+status, the offending field and a message; the transports map them to 404/422 (HTTP) or
+NOT_FOUND/INVALID_ARGUMENT (gRPC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rl.decision.observation import ObservationLayout
+from rl.feedback.reward import RewardConfig, compute_reward
+from services.core.feedback_journal import FeedbackSink
+from services.core.neighbour_cache import NeighbourCache
+from services.core.scoring import ArmAssignment, ScoredBatch
+from services.core.user_state import (
+    PendingDecision,
+    UserStateStore,
+    build_observations,
+    day_of,
+    hour_and_weekday,
+    listened_from,
+)
+from services.schemas import (
+    Candidate,
+    FeedbackRequest,
+    FeedbackResponse,
+    RecommendRequest,
+    RecommendResponse,
+)
+
+
+class ServiceError(Exception):
+    """A request the service refuses, with its status and the field at fault."""
+
+    status = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class NotFoundError(ServiceError):
+    status = 404
+
+
+class InvalidInputError(ServiceError):
+    status = 422
+
+
+@dataclass(frozen=True)
+class CatalogTable:
+    """What the pipeline needs to know about catalog songs (row-aligned)."""
+
+    track_ids: np.ndarray  # (N,) str
+    latents: np.ndarray  # (N, D) float32, the embedding's latents
+    names: np.ndarray  # (N,) object
+    artists: np.ndarray  # (N,) object
+    durations_s: np.ndarray  # (N,) float, NaN when unknown
+    row_of: dict[str, int] = field(init=False, repr=False)
+    """track_id -> row, derived from ``track_ids``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "row_of", {t: i for i, t in enumerate(self.track_ids)})
+
+    @classmethod
+    def from_embedding(
+        cls, track_ids: np.ndarray, latents: np.ndarray, metadata: Any = None
+    ) -> CatalogTable:
+        """Align catalog metadata (a DataFrame indexed by track_id) with the embedding."""
+        n = len(track_ids)
+        names = np.full(n, None, object)
+        artists = np.full(n, None, object)
+        durations = np.full(n, np.nan)
+        if metadata is not None:
+            aligned = metadata.reindex(list(track_ids))
+            # Some catalog rows have no name/artist (NaN): they are reported as null.
+            names = np.asarray(
+                [v if isinstance(v, str) else None for v in aligned["track_name"]], object
+            )
+            artists = np.asarray(
+                [v if isinstance(v, str) else None for v in aligned["track_artist"]], object
+            )
+            durations = aligned["duration_ms"].to_numpy(np.float64) / 1000.0
+        return cls(
+            np.asarray(track_ids, object),
+            np.asarray(latents, np.float32),
+            names,
+            artists,
+            durations,
+        )
+
+    def row(self, track_id: str) -> int | None:
+        return self.row_of.get(track_id)
+
+
+EmbedFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+"""(B, 11) raw features -> (B, D) latents."""
+RetrieveFn = Callable[
+    [np.ndarray, int, list[list[str]]], Awaitable[list[tuple[list[str], list[float]]]]
+]
+"""(B, D) query latents, k, per-query exclude lists -> per query (track ids, distances)."""
+ScoreFn = Callable[[np.ndarray, list[str], list[str]], Awaitable[ScoredBatch]]
+"""(B, size) observations, modes, arms -> ScoredBatch."""
+
+
+class RecommendationPipeline:
+    """Batched recommend + feedback over injected embed/retrieve/score steps."""
+
+    def __init__(
+        self,
+        layout: ObservationLayout,
+        catalog: CatalogTable,
+        store: UserStateStore,
+        sink: FeedbackSink,
+        embed: EmbedFn,
+        retrieve: RetrieveFn,
+        score: ScoreFn,
+        arms: ArmAssignment | None = None,
+        reward_config: RewardConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        neighbour_cache: NeighbourCache | None = None,
+    ) -> None:
+        self.layout = layout
+        self.catalog = catalog
+        self.store = store
+        self.sink = sink
+        self.embed, self.retrieve, self.score = embed, retrieve, score
+        self.arms = arms or ArmAssignment()
+        self.reward_config = reward_config or RewardConfig()
+        self.clock = clock
+        self.neighbour_cache = neighbour_cache
+
+    # -- recommend ------------------------------------------------------------------------
+    def check(self, request: RecommendRequest) -> None:
+        """Refusals that need the served state (the schema already checked the rest)."""
+        if request.k > self.layout.k:
+            raise InvalidInputError(
+                "k", f"k={request.k} is above the served policy's k={self.layout.k}"
+            )
+        if request.track_id is not None and self.catalog.row(request.track_id) is None:
+            raise NotFoundError("track_id", f"unknown track id {request.track_id!r}")
+        if len(set(request.exclude) | {request.track_id}) >= len(self.catalog.track_ids):
+            raise InvalidInputError("exclude", "no candidate is left after the exclusions")
+
+    async def recommend_batch(
+        self, requests: list[RecommendRequest]
+    ) -> list[RecommendResponse | ServiceError]:
+        """Answer a batch; a refused request gets its ServiceError in its slot."""
+        results: list[RecommendResponse | ServiceError | None] = [None] * len(requests)
+        live: list[int] = []
+        for i, request in enumerate(requests):
+            try:
+                self.check(request)
+                live.append(i)
+            except ServiceError as exc:
+                results[i] = exc
+        if live:
+            answered = await self._answer([requests[i] for i in live])
+            for i, response in zip(live, answered, strict=True):
+                results[i] = response
+        return results  # type: ignore[return-value]
+
+    async def _answer(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
+        now = self.clock()
+        day = day_of(now)
+        hour, weekday = hour_and_weekday(now)
+        current = np.zeros((len(requests), self.layout.latent_dim), np.float32)
+        by_features = [i for i, r in enumerate(requests) if r.features is not None]
+        for i, request in enumerate(requests):
+            if request.track_id is not None:
+                current[i] = self.catalog.latents[self.catalog.row(request.track_id)]
+        if by_features:
+            raw = np.asarray([requests[i].features.as_row() for i in by_features], np.float64)  # type: ignore[union-attr]
+            current[by_features] = await self.embed(raw)
+        neighbours = await self._neighbours(requests, current)
+
+        tastes = np.zeros_like(current)
+        cand_ids, cand_latents, cand_rel, cand_dist = [], [], [], []
+        for i, request in enumerate(requests):
+            ids, distances = neighbours[i]
+            ids, distances = ids[: request.k], distances[: request.k]
+            taste, relationship = self.store.observation_parts(request.user_id, ids, day)
+            tastes[i] = taste
+            cand_ids.append(ids)
+            cand_dist.append(distances)
+            cand_rel.append(relationship)
+            rows = [self.catalog.row_of[t] for t in ids]
+            cand_latents.append(self.catalog.latents[rows])
+        obs = build_observations(
+            self.layout,
+            current,
+            tastes,
+            np.full(len(requests), hour),
+            np.full(len(requests), weekday),
+            cand_latents,
+            cand_rel,
+        )
+        arms = [self.arms(r.user_id) for r in requests]
+        scored = await self.score(obs, [r.mode for r in requests], arms)
+
+        responses = []
+        for i, request in enumerate(requests):
+            n = len(cand_ids[i])
+            probabilities = scored.probabilities[i, :n]
+            order = np.argsort(-probabilities, kind="stable")
+            chosen = int(scored.chosen[i])
+            request_id = uuid.uuid4().hex
+            session_id = request.session_id or f"{request.user_id}-{day}"
+            self.store.remember(
+                PendingDecision(
+                    request_id=request_id,
+                    user_id=request.user_id,
+                    session_id=session_id,
+                    position=self.store.next_position(request.user_id, session_id),
+                    timestamp=int(now),
+                    current_track_id=request.track_id or "<features>",
+                    candidate_track_ids=cand_ids[i],
+                    candidate_latents=cand_latents[i],
+                    candidate_relationship=cand_rel[i],
+                    user_taste=tastes[i].copy(),
+                    chosen_index=chosen,
+                    behaviour_logp=float(scored.logp[i]),
+                    policy_version=scored.versions[i],
+                    arm=arms[i],
+                )
+            )
+            responses.append(
+                RecommendResponse(
+                    request_id=request_id,
+                    user_id=request.user_id,
+                    candidates=[
+                        self._candidate(cand_ids[i][s], probabilities[s], cand_dist[i][s])
+                        for s in order
+                    ],
+                    chosen_track_id=cand_ids[i][chosen],
+                    chosen_rank=int(np.flatnonzero(order == chosen)[0]),
+                    propensity=float(np.exp(scored.logp[i])),
+                    value=scored.values[i],
+                    mode=request.mode,
+                    model_version=scored.versions[i],
+                    policy=scored.policies[i],
+                    arm=arms[i],
+                )
+            )
+        return responses
+
+    async def _neighbours(
+        self, requests: list[RecommendRequest], current: np.ndarray
+    ) -> list[tuple[list[str], list[float]]]:
+        """Candidates per request: from the neighbour cache when it answers exactly, the
+        rest in one Retriever call."""
+        found: list[tuple[list[str], list[float]] | None] = [None] * len(requests)
+        if self.neighbour_cache is not None:
+            for i, request in enumerate(requests):
+                if request.track_id is not None:
+                    found[i] = self.neighbour_cache.lookup(
+                        self.catalog.row_of[request.track_id],
+                        request.k,
+                        set(request.exclude) if request.exclude else (),
+                    )
+        missing = [i for i, answer in enumerate(found) if answer is None]
+        if missing:
+            excludes: list[list[str]] = []
+            for i in missing:
+                track_id = requests[i].track_id
+                excludes.append(list(requests[i].exclude) + ([track_id] if track_id else []))
+            k = max(requests[i].k for i in missing)
+            retrieved = await self.retrieve(current[missing], k, excludes)
+            for i, answer in zip(missing, retrieved, strict=True):
+                found[i] = answer
+        return found  # type: ignore[return-value]
+
+    def _candidate(self, track_id: str, probability: float, distance: float) -> Candidate:
+        row = self.catalog.row(track_id)
+        return Candidate(
+            track_id=track_id,
+            score=float(probability),
+            distance=float(distance),
+            track_name=None if row is None else self.catalog.names[row],
+            track_artist=None if row is None else self.catalog.artists[row],
+        )
+
+    # -- feedback -------------------------------------------------------------------------
+    async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        """Journal the decision row durably, then update the user's state."""
+        decision = self.store.pending(request.request_id)
+        if decision is None:
+            raise NotFoundError(
+                "request_id",
+                f"unknown request id {request.request_id!r} (never issued, expired, or already answered)",
+            )
+        chosen_track = decision.candidate_track_ids[decision.chosen_index]
+        if request.track_id != chosen_track:
+            raise InvalidInputError(
+                "track_id",
+                f"track {request.track_id!r} is not the pick {chosen_track!r} of this request",
+            )
+        chosen_row = self.catalog.row(chosen_track)
+        duration = (
+            None
+            if chosen_row is None or not np.isfinite(self.catalog.durations_s[chosen_row])
+            else float(self.catalog.durations_s[chosen_row])
+        )
+        listened = listened_from(request.listen_fraction, duration, request.skip_level)
+        reward = float(
+            compute_reward(
+                np.asarray([request.listen_fraction]),
+                np.asarray([request.liked]),
+                np.asarray([request.skip_level]),
+                self.reward_config,
+            )[0]
+        )
+        hour, weekday = hour_and_weekday(decision.timestamp)
+        day = day_of(decision.timestamp)
+        row = {
+            "user_id": decision.user_id,
+            "session_id": decision.session_id,
+            "day": day,
+            "position": decision.position,
+            "timestamp": decision.timestamp,
+            "hour": hour,
+            "weekday": weekday,
+            "current_track_id": decision.current_track_id,
+            "candidate_track_ids": list(decision.candidate_track_ids),
+            "candidate_relationship": decision.candidate_relationship.reshape(-1).tolist(),
+            "user_taste": decision.user_taste.tolist(),
+            "chosen_index": decision.chosen_index,
+            "chosen_track_id": chosen_track,
+            "behaviour_logp": decision.behaviour_logp,
+            "listened": listened,
+            "listen_fraction": request.listen_fraction,
+            "liked": request.liked,
+            "skip_level": request.skip_level,
+            "reward": reward,
+            "source": "service",
+            "policy_version": decision.policy_version,
+            "arm": decision.arm,
+            "request_id": decision.request_id,
+        }
+        # Claim the decision before the (threaded) journal write so a duplicate feedback
+        # sent meanwhile gets 404; give it back if the write fails.
+        self.store.forget(request.request_id)
+        try:
+            await asyncio.to_thread(self.sink.append, row)
+        except Exception:
+            self.store.remember(decision)
+            raise
+        if listened:
+            self.store.record_listen(
+                decision.user_id,
+                chosen_track,
+                decision.candidate_latents[decision.chosen_index],
+                day_of(self.clock()),
+            )
+        return FeedbackResponse(
+            request_id=request.request_id,
+            accepted=True,
+            reward=reward,
+            listened=listened,
+            log_uri=self.sink.log_uri,
+            journal=str(self.sink.journal_dir),
+        )
