@@ -5,14 +5,14 @@ models on the log (Ray Data for the log reduction), then runs the banner (one
 recommendation per user, 60-day follow-up) and shelf (ranked weekly shelf) A/B tests with
 arms control / personalised / unpersonalised / square-root (plus the registry's production
 PPO policy when one exists, and with --train-ppo PPO actor-critics trained with RLlib on the
-test's own history log: "longterm" = immediate reward + λ · return days in the window,
-"seed1" = the per-decision listen reward), or the data-efficiency study on the banner
+test's own history log: "return-days" = immediate reward + λ · return days in the window,
+"session" = the per-decision listen reward), or the data-efficiency study on the banner
 outcomes. Each writes report.md with tables and PNG figures to --out.
 
 Run: `encore ab-test --users 20000 --seed 0` (~5-10 min on 2 cores), or small and fast:
 `encore ab-test --users 3000 --history-days 90 --no-shelf`; with the long-term PPO arm and the
-seed-1 PPO beside it: `encore ab-test --users 3000 --history-days 90 --window-days 30
---songs 3000 --no-shelf --no-ppo --train-ppo longterm seed1` (~5 min more).
+session-reward PPO beside it: `encore ab-test --users 3000 --history-days 90 --window-days 30
+--songs 3000 --no-shelf --no-ppo --train-ppo return-days session` (~5 min more).
 Expect: long-term arms with fewer or similar first streams and more 60-day active days and
 minutes than control; calibration points near the diagonal.
 """
@@ -28,6 +28,7 @@ import numpy as np
 
 from rl import paths
 from rl.cli.offline_steps import add_return_reward_arguments, return_reward_config
+from rl.cli.options import OLD_REWARD_NAMES, REWARDS, renamed_choice
 
 
 def _ab_config(args: argparse.Namespace, run_shelf: bool):
@@ -271,10 +272,12 @@ def register(subparsers: Any) -> None:
     ab.add_argument(
         "--train-ppo",
         nargs="+",
-        choices=("longterm", "seed1"),
+        type=renamed_choice(OLD_REWARD_NAMES, "--train-ppo"),
+        choices=REWARDS[::-1],
         default=None,
-        help="train offline-PPO arms on the history log (RLlib): 'longterm' (immediate reward "
-        "+ λ x return days) and/or 'seed1' (per-decision listen reward); arms ppo-<reward>",
+        help="train offline-PPO arms on the history log (RLlib): 'return-days' (immediate reward "
+        "+ λ x return days) and/or 'session' (per-decision listen reward); arms ppo-<reward> "
+        "(old names longterm / seed1 still accepted)",
     )
     ab.add_argument("--ppo-iterations", type=int, default=10, help="RLlib iterations (default 10)")
     ab.add_argument("--ppo-lr", type=float, default=3e-4, help="PPO arms' learning rate")

@@ -5,8 +5,8 @@ Where it sits: ``encore simulate`` (or the service) writes the decision log ->
 (eps_id, t, obs, actions, rewards, new_obs, terminateds, truncateds, action_logp); the
 observation layout is written beside the data (``_layout.json``) so training picks it up.
 
-``--reward longterm`` gives every decision the long-term reward of
-``rl.longterm.return_reward``: the seed-1 reward + λ (``--return-weight``) x the days in the
+``--reward return-days`` gives every decision the paper's long-term reward of
+``rl.longterm.return_reward``: the session reward + λ (``--return-weight``) x the days in the
 next ``--return-window-days`` (59) on which the user came back to the picked song (organic
 listens by default); decisions too close to the log's end to see the whole window are
 dropped (``--censored drop``) or their count is scaled up (``scale``). The reward definition
@@ -20,6 +20,13 @@ import time
 from typing import TYPE_CHECKING
 
 from rl import paths, storage
+from rl.cli.options import (
+    OLD_REWARD_NAMES,
+    RETURN_DAYS_REWARD,
+    REWARDS,
+    SESSION_REWARD,
+    renamed_choice,
+)
 
 if TYPE_CHECKING:
     from rl.longterm.return_reward import LongTermRewardConfig
@@ -42,15 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     steps.add_argument(
         "--reward",
-        choices=("seed1", "longterm"),
-        default="seed1",
-        help="seed1: the logged per-decision reward (default); longterm: + λ x return days",
+        type=renamed_choice(OLD_REWARD_NAMES, "--reward"),
+        choices=REWARDS,
+        default=SESSION_REWARD,
+        help="session: the logged per-decision reward (default); return-days: + λ x return days "
+        "(old names seed1 / longterm still accepted)",
     )
     steps.add_argument("--return-window-days", type=int, default=59,
-                       help="longterm: days after the decision whose listens count (default 59)")  # fmt: skip
+                       help="return-days: days after the decision whose listens count (default 59)")  # fmt: skip
     add_return_reward_arguments(steps)
     steps.add_argument("--censored", choices=("drop", "scale"), default="drop",
-                       help="longterm: decisions whose window passes the log's end (default drop)")  # fmt: skip
+                       help="return-days: decisions whose window passes the log's end (default drop)")  # fmt: skip
     steps.set_defaults(func=run_offline_steps)
 
 
@@ -75,11 +84,11 @@ def run_offline_steps(args: argparse.Namespace) -> int:
     partitions = args.partitions or min(200, max(2, decisions // 25_000 + 1))
     print(f"{decisions:,} logged decisions under {log_uri}; {partitions} partitions", flush=True)
     track_ids = [str(track) for track in embedding.track_ids]
-    if args.reward == "longterm":
+    if args.reward == RETURN_DAYS_REWARD:
         from rl.longterm.return_reward import write_long_term_offline_steps
 
         if args.days:
-            raise SystemExit("error: --days is not supported with --reward longterm (the "
+            raise SystemExit("error: --days is not supported with --reward return-days (the "
                              "return window needs the days after each decision)")  # fmt: skip
         config = return_reward_config(args, args.return_window_days, censored=args.censored)
         summary = write_long_term_offline_steps(

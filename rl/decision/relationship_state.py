@@ -1,4 +1,4 @@
-"""The paper's content-relationship state (seed 2, section 3).
+"""The paper's content-relationship state (the paper's section 3).
 
 For a user and an item, s_{t+1} = beta ⊙ s_t + (1 - beta) · 1{c_t > 0}: one exponential
 moving average of "listened to the item on day t" per forgetting factor beta. s = 0 means

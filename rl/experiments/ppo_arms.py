@@ -1,11 +1,11 @@
 """PPO actor-critic arms for the simulated A/B test, trained on the test's own history log.
 
-Where it sits: ``encore ab-test --train-ppo longterm seed1`` calls ``train_ppo_arms`` after
+Where it sits: ``encore ab-test --train-ppo return-days session`` calls ``train_ppo_arms`` after
 ``ab_test.build_world`` has simulated the history and before the banner. Per reward:
 
-1. the history log -> row-per-step offline data with Ray Data: ``"longterm"`` through
+1. the history log -> row-per-step offline data with Ray Data: ``"return-days"`` through
    ``return_reward.write_long_term_offline_steps`` (immediate + λ · return days in the next
-   window - 1 days; decisions whose window runs past the log's end are dropped), ``"seed1"``
+   window - 1 days; decisions whose window runs past the log's end are dropped), ``"session"``
    through ``rl.feedback.offline_steps.write_offline_steps`` (the per-decision listen reward);
 2. offline PPO on RLlib (``rl.training.lifecycle.train_and_register``), one registry version
    per arm in ``<work>/registry``;
@@ -30,15 +30,17 @@ from rl.experiments.ab_test import World
 from rl.longterm.return_reward import LongTermRewardConfig, write_long_term_offline_steps
 from rl.training.config import TrainConfig
 
-PPO_REWARDS = ("longterm", "seed1")
+PPO_REWARDS = ("return-days", "session")
+"""The reward of each PPO arm: the paper's return days (immediate + λ · return days) or the
+blog's per-decision session reward; arm name "ppo-<reward>"."""
 
 
 @dataclass(frozen=True)
 class PPOArmsConfig:
     """Which PPO arms to train on the history log, and how."""
 
-    rewards: tuple[str, ...] = ("longterm",)
-    """Rewards to train an arm on, each in ("longterm", "seed1"); arm name "ppo-<reward>"."""
+    rewards: tuple[str, ...] = ("return-days",)
+    """Rewards to train an arm on, each in PPO_REWARDS; arm name "ppo-<reward>"."""
     long_term: LongTermRewardConfig = field(default_factory=LongTermRewardConfig)
     """The long-term reward; its window is set from the A/B test's horizon by the caller."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=10))
@@ -63,7 +65,7 @@ def write_arm_steps(world: World, reward: str, out_uri: str, config: PPOArmsConf
 
     corpus = world.simulator.corpus
     track_ids = [str(t) for t in corpus.track_ids]
-    if reward == "longterm":
+    if reward == "return-days":
         summary = write_long_term_offline_steps(
             world.log_uri, out_uri, corpus.latents, track_ids, world.layout,
             config.long_term, num_partitions=config.partitions,

@@ -1,4 +1,4 @@
-"""The per-decision reward (seed 1, the blog's section 4), with a configurable shape.
+"""The per-decision reward (the session reward, the blog's section 4), with a configurable shape.
 
 Every logged decision carries the user's response: a skip level (0 = immediate skip,
 1 = early skip, 2 = late skip, 3 = played through), the listen fraction and whether the
@@ -28,7 +28,7 @@ IMMEDIATE_SKIP, EARLY_SKIP, LATE_SKIP, PLAYED_THROUGH = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Shape of the seed-1 reward. Defaults: lambda = 10 (the blog's example)."""
+    """Shape of the session reward. Defaults: lambda = 10 (the blog's example)."""
 
     like_weight: float = 10.0
     """lambda: reward for an explicit like, added on top of the listen part. >= 0;
@@ -72,7 +72,7 @@ def compute_reward(
     skip_level: np.ndarray,  # (B,) int in 0..3
     config: RewardConfig | None = None,
 ) -> np.ndarray:
-    """Vectorised seed-1 reward, (B,) float32 (see the module docstring)."""
+    """Vectorised session reward, (B,) float32 (see the module docstring)."""
     config = config or RewardConfig()
     listen_fraction = np.asarray(listen_fraction, np.float32)
     liked = np.asarray(liked, bool)

@@ -22,7 +22,7 @@ A decision row is a recommendation shown and the user's response to it:
     listen_fraction              float32 in [0, 1]
     liked                        bool
     skip_level                   int8  0 immediate skip, 1 early, 2 late, 3 played through
-    reward                       float32 the seed-1 reward (rl/feedback/reward.py) under the writer's config
+    reward                       float32 the session reward (rl/feedback/reward.py) under the writer's config
     source                       str   "simulator" | "service" | "mssd"
     policy_version, arm          str   policy that served; A/B arm ("" when none)
     request_id                   str or null   serving request id (null in simulation)

@@ -1,4 +1,4 @@
-"""Long-term value (seed 2, the paper): relationship states, taste, clickiness, stickiness,
+"""Long-term value (the paper): relationship states, taste, clickiness, stickiness,
 Q-scorers, the simulated A/B test and the data-efficiency study.
 
 Flow: feedback log --(Ray Data, ``log_prep``)--> listen days --> relationship states

@@ -1,15 +1,15 @@
 """The long-term reward of a logged decision: what the recommendation did over the next weeks.
 
 Where it sits: between the feedback log and offline PPO (``encore offline-steps --reward
-longterm``, ``encore ab-test --train-ppo longterm``). The seed-1 reward (``rl.feedback.reward``) only
-sees the listen that follows a pick; the paper (seed 2) values a recommendation by the days
+return-days``, ``encore ab-test --train-ppo return-days``). The session reward (``rl.feedback.reward``) only
+sees the listen that follows a pick; the paper values a recommendation by the days
 the user comes back to the item. For every logged decision
 
     r = r_immediate + λ · credit · R,
     R = #{days t in d+1 .. d+W : the user listened to the chosen item on day t}
 
 with d the decision day, W the return window (``return_window_days``, 59 = the paper's
-"next 59 days"), λ ``return_weight``, r_immediate the seed-1 reward, and credit = 1 when the
+"next 59 days"), λ ``return_weight``, r_immediate the session reward, and credit = 1 when the
 pick was streamed (``credit="listened"``) or streamed *and new to the user* (``"discovery"``,
 the paper's discovery setting: only there is the habit plausibly caused by this decision).
 ``return_source="organic"`` counts only days with an organic (unrecommended) listen, so a
@@ -58,7 +58,7 @@ class LongTermRewardConfig:
     """W: days after the decision day whose listens count (the paper's 59). >= 1."""
     return_weight: float = 1.0
     """λ: reward per return day, in the immediate reward's units (a played-through song is
-    ~1, a like adds ``immediate.like_weight``). >= 0; 0 gives back the seed-1 reward."""
+    ~1, a like adds ``immediate.like_weight``). >= 0; 0 gives back the session reward."""
     return_source: str = "organic"
     """"organic": only days with an organic listen count; "any": any listen day."""
     credit: str = "listened"
@@ -67,7 +67,7 @@ class LongTermRewardConfig:
     censored: str = "drop"
     """Decisions whose window runs past the log's end: "drop" them, or "scale" R by W/observed."""
     immediate: RewardConfig = field(default_factory=RewardConfig)
-    """The seed-1 reward recomputed from the logged response."""
+    """The session reward recomputed from the logged response."""
 
     def __post_init__(self) -> None:
         if self.return_window_days < 1:
@@ -288,6 +288,6 @@ def write_long_term_offline_steps(
     )
     storage.write_json(
         storage.join(out_uri, REWARD_FILE),
-        {"reward": "longterm", "config": config.to_dict(), "summary": summary.to_dict()},
+        {"reward": "return-days", "config": config.to_dict(), "summary": summary.to_dict()},
     )
     return summary

@@ -9,7 +9,7 @@ see.
 - observation: ``ObservationLayout.size`` float32 vector (Box, unbounded latents).
 - action: Discrete(k), the index of the candidate to play next. An index that points at a
   padding slot (fewer than k candidates left) plays the first real candidate instead.
-- reward: the seed-1 reward of the user's response (rl/feedback/reward.py).
+- reward: the session reward of the user's response (rl/feedback/reward.py).
 - episode: reset picks a user of a small population and opens a session on that user's
   next active day (each user keeps its own day clock, advanced by a geometric gap with
   the user's activity probability, so relationship states decay as between real

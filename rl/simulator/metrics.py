@@ -241,7 +241,7 @@ class OneOffRecommendation:
     stream_minutes: np.ndarray  # (F,) float32 minutes of the stream, 0 where not listened
     listen_fraction: np.ndarray  # (F,) float32 share of the song played (0 for churned users)
     liked: np.ndarray  # (F,) bool
-    reward: np.ndarray  # (F,) float32 seed-1 reward under the simulator's RewardConfig
+    reward: np.ndarray  # (F,) float32 session reward under the simulator's RewardConfig
 
     @property
     def users(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Song embedding: a VAE from the 11 normalised audio features to a 5-d latent (seed 1).
+"""Song embedding: a VAE from the 11 normalised audio features to a 5-d latent (the blog).
 
 Where it sits: catalog -> **VAE** -> latents -> kNN index (retrieval) -> policy. The
 encoder mean mu(x) is a song's latent; the decoder only exists to train it.

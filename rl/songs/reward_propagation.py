@@ -1,4 +1,4 @@
-"""Reward propagation by clustering (seed 1, the blog's section 7).
+"""Reward propagation by clustering (the blog's section 7).
 
 Only a few songs get measured feedback; every other song's reward is estimated from the
 songs near it in latent space:

@@ -1,4 +1,4 @@
-"""The actor-critic RLModule that ranks the k retrieved candidates (seed 1, step 3).
+"""The actor-critic RLModule that ranks the k retrieved candidates (the blog's step 3).
 
 Sits between training and serving: RLlib's learners train it offline (ppo_learner.py,
 MARWIL, BC), the registry stores its checkpoint, and ``rl.registry.PolicyScorer`` runs it

@@ -14,7 +14,7 @@ stateless Scorer, Retriever and Embedder scale out). Memory is bounded: at most
 ``max_users`` users (least recently seen evicted), ``max_tracks_per_user`` relationship
 entries each, and ``max_pending`` decisions awaiting feedback (oldest dropped).
 
-Relationship state (seed 2): s_{t+1} = beta * s_t + (1 - beta) * 1{listened on day t},
+Relationship state (the paper): s_{t+1} = beta * s_t + (1 - beta) * 1{listened on day t},
 applied lazily: each (user, track) entry holds the state at the start of its day and
 whether the user listened that day; reading it on a later day rolls it forward in closed
 form (rl.decision.relationship_state).

@@ -35,7 +35,7 @@ def test_offline_steps_converts_a_simulated_log(embedding_dir, tmp_path, capsys)
     # writes the reward definition beside the steps.
     long_out = str(tmp_path / "long")
     assert main(["offline-steps", "--log", log, "--out", long_out, "--embedding", embedding_dir,
-                 "--reward", "longterm", "--return-window-days", "1", "--return-weight", "2"]) == 0  # fmt: skip
+                 "--reward", "return-days", "--return-window-days", "1", "--return-weight", "2"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "dropped (window past the log's end, day 2)" in printed
     long_table = pq.read_table(long_out)

@@ -1,4 +1,4 @@
-"""The seed-1 reward against a slow per-row reference, and its config validation."""
+"""The session reward against a slow per-row reference, and its config validation."""
 
 import numpy as np
 import pytest

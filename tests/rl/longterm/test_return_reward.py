@@ -190,7 +190,7 @@ def test_log_to_long_term_steps_to_rllib_training(simulated, ray_local, tmp_path
     assert summary.steps == len(kept) and summary.dropped_censored == len(decisions) - len(kept)
     assert storage.read_json(storage.join(out, REWARD_FILE))["config"] == config.to_dict()
 
-    # Every step's reward = the seed-1 reward + 3 x organic return days, by a naive loop.
+    # Every step's reward = the session reward + 3 x organic return days, by a naive loop.
     listens = listen_days_from_log(log, engine="pyarrow")
     organic = pd.DataFrame(
         {
@@ -201,9 +201,9 @@ def test_log_to_long_term_steps_to_rllib_training(simulated, ray_local, tmp_path
         }
     )
     table = pa.Table.from_pandas(kept, preserve_index=False)
-    seed1 = SessionStepBuilder(latents, track_ids, layout, config.immediate)(table).to_pandas()
+    session = SessionStepBuilder(latents, track_ids, layout, config.immediate)(table).to_pandas()
     ordered = kept.sort_values(["session_id", "position"])
-    expected = seed1["rewards"].to_numpy(np.float64) + 3.0 * np.array(
+    expected = session["rewards"].to_numpy(np.float64) + 3.0 * np.array(
         [
             naive_return_days(organic, u, t, d, 5, "organic") if listened else 0
             for u, t, d, listened in zip(
@@ -214,7 +214,7 @@ def test_log_to_long_term_steps_to_rllib_training(simulated, ray_local, tmp_path
     )  # fmt: skip
     written = pd.read_parquet(out).sort_values(["eps_id", "t"])
     np.testing.assert_allclose(written["rewards"].to_numpy(), expected, rtol=1e-5, atol=1e-5)
-    assert (expected > seed1["rewards"].to_numpy() + 1e-6).any()  # some decisions earn returns
+    assert (expected > session["rewards"].to_numpy() + 1e-6).any()  # some decisions earn returns
 
     # The steps train a real offline PPO for 2 iterations and register a loadable policy.
     registry = ModelRegistry(str(tmp_path / "registry"))
