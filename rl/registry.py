@@ -258,6 +258,13 @@ class ModelRegistry:
                 local_path = local
             try:
                 module: Any = RLModule.from_checkpoint(local_path)
+            except ModuleNotFoundError as exc:
+                # RLlib pickles class paths; a version saved by code whose classes have since
+                # moved names the missing module here instead of failing deep in unpickling.
+                raise RegistryError(
+                    f"version {version!r} was saved by code whose class paths no longer exist "
+                    f"({exc}); retrain it, or load it with the Encore release that made it"
+                ) from exc
             except Exception as exc:  # unpickling errors come in many types
                 raise RegistryError(f"version {version!r}: module does not load: {exc}") from exc
         layout = getattr(module, "layout", None)
