@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build of 2.13.0 is what the project is tested with.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# The listening room's browser test drives the OS's chromium (tests/services/test_room_browser.py).
+	command -v chromium || (apt-get update && apt-get install -y chromium chromium-driver)
 	touch $(STAMP)
 
 demo: install
