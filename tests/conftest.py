@@ -50,6 +50,19 @@ def trained_embedding(real_catalog, tmp_path_factory):
     return ensure_song_embedding(cache, progress=False)
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray (2 CPUs, no dashboard, workers' logs kept off the test output)
+    for one test module; yields the ``ray`` module. ``address="local"`` never joins a stale
+    cluster left on the machine."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _ray_is_shut_down_after_each_module():
     """A command under test may start Ray and leave it running (as a CLI process would,

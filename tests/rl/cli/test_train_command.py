@@ -27,15 +27,6 @@ def test_models_and_promote_on_empty_registry(tmp_path, capsys):
     assert "refused" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_train_promote_finetune_evaluate(ray_local, tmp_path, monkeypatch, capsys):

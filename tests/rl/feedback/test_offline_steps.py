@@ -48,15 +48,6 @@ def test_session_step_builder_rebuilds_what_the_policy_saw(simulated_log):
     )
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_ray_data_round_trip_to_offline_steps(simulated_log, ray_local):
     log, latents, track_ids, _, simulator = simulated_log

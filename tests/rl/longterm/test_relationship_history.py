@@ -121,17 +121,8 @@ def test_listen_days_aggregates_minutes_and_flags() -> None:
         listen_days_from_frame(frame, track_ids=np.array(["x"]))
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
-def test_ray_data_log_reduction_matches_in_process(tmp_path, ray_runtime) -> None:
+def test_ray_data_log_reduction_matches_in_process(tmp_path, ray_local) -> None:
     from rl.decision.observation import ObservationLayout
     from rl.decision.policies import UniformRandomPolicy
     from rl.feedback.log import FeedbackLogWriter

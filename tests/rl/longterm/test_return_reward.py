@@ -156,15 +156,6 @@ def simulated(tmp_path_factory):
     return log, latents, track_ids, layout
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_log_to_long_term_steps_to_rllib_training(simulated, ray_local, tmp_path):
     from rl import storage

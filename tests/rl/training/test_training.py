@@ -16,15 +16,6 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def steps_uri(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("steps")
     synthetic_offline_steps(n_sessions=120, session_length=6, seed=1).to_parquet(
