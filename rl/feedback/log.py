@@ -8,6 +8,7 @@ Layout under a log URI (local path or any pyarrow filesystem URI, via rl/storage
 
     <log>/decisions/day=N/part-<writer>-<seq>.parquet   decision rows (rl/feedback/schema.py)
     <log>/organic/day=N/part-<writer>-<seq>.parquet     organic listens per user-day
+    <log>/plays/day=N/part-<writer>-<seq>.parquet       plays of an imported history
     <log>/quarantine/<writer>-<seq>.jsonl              rejected rows: {"reason", "row"}
     <log>/summary.json                                 written by `encore simulate`
 
@@ -40,11 +41,13 @@ from rl import storage
 from rl.feedback.schema import (
     DECISION_SCHEMA,
     ORGANIC_SCHEMA,
+    PLAY_SCHEMA,
     Rejection,
     decision_checks,
     split_valid,
     table_from_rows,
     validate_organic_table,
+    validate_play_table,
     validate_table,
 )
 
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     import ray.data
 
 DECISIONS_DIR, ORGANIC_DIR, QUARANTINE_DIR = "decisions", "organic", "quarantine"
+PLAYS_DIR = "plays"
 
 
 def decisions_uri(log_uri: str) -> str:
@@ -60,6 +64,10 @@ def decisions_uri(log_uri: str) -> str:
 
 def organic_uri(log_uri: str) -> str:
     return storage.join(log_uri, ORGANIC_DIR)
+
+
+def plays_uri(log_uri: str) -> str:
+    return storage.join(log_uri, PLAYS_DIR)
 
 
 def quarantine_uri(log_uri: str) -> str:
@@ -120,6 +128,7 @@ class FeedbackLogWriter:
         self._pending: list[Future[None]] = []
         self.written_rows = 0
         self.written_organic_rows = 0
+        self.written_play_rows = 0
         self.quarantined_rows = 0
         self.quarantine_reasons: Counter[str] = Counter()
         self.files_written: list[str] = []
@@ -150,6 +159,19 @@ class FeedbackLogWriter:
         self._quarantine(rejections, ORGANIC_DIR)
         return self._buffer(ORGANIC_DIR, valid)
 
+    def append_plays(self, rows: pa.Table) -> int:
+        """Validate play rows of an imported history; buffer the valid, quarantine the rest."""
+        self._check_open()
+        valid, rejections = validate_play_table(rows)
+        self._quarantine(rejections, PLAYS_DIR)
+        return self._buffer(PLAYS_DIR, valid)
+
+    def quarantine(self, rejections: list[Rejection], dataset: str) -> None:
+        """Quarantine rows refused before they could be typed (an importer's unparseable
+        source rows), counted with the writer's own rejections."""
+        self._check_open()
+        self._quarantine(rejections, dataset)
+
     def flush(self) -> None:
         """Write every buffered valid row (one file per dataset and day) and wait for it."""
         self._write_buffers()
@@ -178,6 +200,7 @@ class FeedbackLogWriter:
         return {
             "written_rows": self.written_rows,
             "written_organic_rows": self.written_organic_rows,
+            "written_play_rows": self.written_play_rows,
             "buffered_rows": self._buffered,
             "quarantined_rows": self.quarantined_rows,
             "quarantine_reasons": dict(self.quarantine_reasons),
@@ -187,6 +210,8 @@ class FeedbackLogWriter:
     def report(self) -> str:
         """One line for a CLI: counts, and where the quarantine file is when non-empty."""
         line = f"{self.written_rows} decision rows and {self.written_organic_rows} organic rows written"
+        if self.written_play_rows:
+            line += f" (and {self.written_play_rows} play rows)"
         if self.quarantined_rows:
             reasons = ", ".join(
                 f"{reason} ({count})" for reason, count in self.quarantine_reasons.most_common(5)
@@ -256,6 +281,8 @@ class FeedbackLogWriter:
             self.files_written.append(uri)
             if dataset == DECISIONS_DIR:
                 self.written_rows += table.num_rows
+            elif dataset == PLAYS_DIR:
+                self.written_play_rows += table.num_rows
             else:
                 self.written_organic_rows += table.num_rows
 
@@ -310,6 +337,11 @@ def read_decisions_table(
 
 def read_organic_table(log_uri: str, days: Sequence[int] | None = None) -> pa.Table:
     return _read_table(organic_uri(log_uri), ORGANIC_SCHEMA, days)
+
+
+def read_plays_table(log_uri: str, days: Sequence[int] | None = None) -> pa.Table:
+    """Play rows of an imported history (empty for a simulated or served log)."""
+    return _read_table(plays_uri(log_uri), PLAY_SCHEMA, days)
 
 
 def read_decisions(

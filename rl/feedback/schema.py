@@ -30,6 +30,16 @@ A decision row is a recommendation shown and the user's response to it:
 Organic rows (listens the user started without a recommendation): user_id, day, track_id,
 minutes (float32 >= 0), streams (int32 >= 1).
 
+Play rows (``PLAY_SCHEMA``): one row per play of an imported real listening history
+(rl/feedback/importers/), kept at play level so sessions, skips and positions survive:
+user_id (a pseudonym, never the source's account name), session_id, day, position,
+timestamp, hour, weekday, track_id (the catalog's Spotify id when matched, else the
+source's own id), in_catalog, ms_played (null when the source has no play time),
+streamed (>= 30 s), skipped (null when the source does not record skips), shuffle,
+reason_start, reason_end (Spotify's codes, else null), source. Importers write the same
+plays aggregated per user, day and track as organic rows too, so readers of organic
+listens (rl/longterm/listen_days.py) see imported histories without change.
+
 ``validate_table`` checks a whole pyarrow table vectorised and splits it into valid rows
 and rejected rows with a reason each; ``table_from_rows`` converts dict rows, turning a row
 that cannot even be typed (missing field, wrong type) into a rejection instead of an error.
@@ -72,6 +82,29 @@ DECISION_SCHEMA = pa.schema(
         pa.field("policy_version", pa.string(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
         pa.field("request_id", pa.string(), nullable=True),
+    ]
+)
+
+PLAY_SOURCES: tuple[str, ...] = ("spotify", "spotify-extended", "lastfm", "listenbrainz", "mssd")
+
+PLAY_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("session_id", pa.string(), nullable=False),
+        pa.field("day", pa.int32(), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("timestamp", pa.int64(), nullable=False),
+        pa.field("hour", pa.int8(), nullable=False),
+        pa.field("weekday", pa.int8(), nullable=False),
+        pa.field("track_id", pa.string(), nullable=False),
+        pa.field("in_catalog", pa.bool_(), nullable=False),
+        pa.field("ms_played", pa.int64(), nullable=True),
+        pa.field("streamed", pa.bool_(), nullable=False),
+        pa.field("skipped", pa.bool_(), nullable=True),
+        pa.field("shuffle", pa.bool_(), nullable=True),
+        pa.field("reason_start", pa.string(), nullable=True),
+        pa.field("reason_end", pa.string(), nullable=True),
+        pa.field("source", pa.string(), nullable=False),
     ]
 )
 
@@ -244,6 +277,30 @@ def organic_checks(table: pa.Table) -> list[tuple[np.ndarray, str]]:
     return checks
 
 
+def play_checks(table: pa.Table) -> list[tuple[np.ndarray, str]]:
+    """Rules of a play row."""
+    checks = _null_checks(table, PLAY_SCHEMA)
+    hour, weekday = _np(table["hour"]), _np(table["weekday"])
+    for mask, reason in (
+        (_np(table["day"]) < 0, "day must be >= 0"),
+        (_np(table["position"]) < 0, "position must be >= 0"),
+        (_np(table["timestamp"]) < 0, "timestamp must be >= 0 (seconds since epoch)"),
+        ((hour < 0) | (hour > 23), "hour must be in 0..23"),
+        ((weekday < 0) | (weekday > 6), "weekday must be in 0..6"),
+        (_np(table["ms_played"], 0) < 0, "ms_played must be >= 0"),
+        (_np(pc.utf8_length(table["track_id"]), 1) == 0, "track_id is empty"),
+        (_np(pc.utf8_length(table["user_id"]), 1) == 0, "user_id is empty"),
+        (_np(pc.utf8_length(table["session_id"]), 1) == 0, "session_id is empty"),
+        (
+            ~_np(pc.is_in(table["source"], pa.array(PLAY_SOURCES)), True),
+            f"source must be one of {PLAY_SOURCES}",
+        ),
+    ):
+        if mask.any():
+            checks.append((mask, reason))
+    return checks
+
+
 def split_valid(
     table: pa.Table, checks: list[tuple[np.ndarray, str]]
 ) -> tuple[pa.Table, list[Rejection]]:
@@ -277,6 +334,11 @@ def validate_table(
 def validate_organic_table(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
     table = _conform(table, ORGANIC_SCHEMA)
     return split_valid(table, organic_checks(table))
+
+
+def validate_play_table(table: pa.Table) -> tuple[pa.Table, list[Rejection]]:
+    table = _conform(table, PLAY_SCHEMA)
+    return split_valid(table, play_checks(table))
 
 
 def table_from_rows(
