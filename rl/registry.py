@@ -215,9 +215,14 @@ class ModelRegistry:
                 continue
         return sorted(entries, key=lambda e: e.version)
 
-    def production_version(self) -> str | None:
+    def production_pointer(self) -> dict[str, Any] | None:
+        """The production pointer ({"version", "promoted_at", "previous"}), or None."""
         pointer = storage.join(self.uri, PRODUCTION_POINTER)
-        return storage.read_json(pointer)["version"] if storage.exists(pointer) else None
+        return storage.read_json(pointer) if storage.exists(pointer) else None
+
+    def production_version(self) -> str | None:
+        pointer = self.production_pointer()
+        return None if pointer is None else str(pointer["version"])
 
     def verify(self, version: str) -> ModelVersion:
         """Check the manifest and every checkpoint file's checksum; raise RegistryError."""

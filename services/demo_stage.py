@@ -33,13 +33,9 @@ def run_serving_demo(
 ) -> dict[str, Any]:
     """Serve, recommend, give feedback, show the logged rows; returns a summary dict."""
     import httpx
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import ray
     from ray import serve
 
-    from rl.feedback.log import read_decisions_table
     from services.app import start_app, use_serve_fast_path
     from services.config import ServiceConfig
     from services.grpc_client import EncoreClient
@@ -70,37 +66,10 @@ def run_serving_demo(
                 f"serving: {sorted({s['version'] for s in models['serving'].values()})}; production pointer: {models['production_pointer']}"
             )
             for track in tracks:
-                answer = client.post(
-                    "/v1/recommend", json={"user_id": "demo-user", "track_id": track, "k": k}
-                )
-                if answer.status_code == 404:
-                    print(f"  {track}: not in this embedding's catalog, skipped")
-                    continue
-                answer.raise_for_status()
-                body = answer.json()
-                summary["recommendations"].append(body)
-                print(
-                    f"\nafter {track} -> request {body['request_id'][:8]} ({body['policy']} @ {body['model_version']}):"
-                )
-                for rank, candidate in enumerate(body["candidates"]):
-                    mark = "*" if candidate["track_id"] == body["chosen_track_id"] else " "
-                    print(
-                        f"  {mark} {rank}. p={candidate['score']:.3f}  {candidate['track_name']} — {candidate['track_artist']}"
-                    )
-                print(f"    picked with propensity {body['propensity']:.3f}, value {body['value']}")
-                listen_fraction = round(rng.uniform(0.1, 1.0), 2)
-                # A consistent response: the less was heard, the earlier the skip.
-                skip_level = int(np.searchsorted([0.1, 0.4, 0.8], listen_fraction))
-                ack = client.post(
-                    "/v1/feedback",
-                    json={"request_id": body["request_id"], "track_id": body["chosen_track_id"],
-                          "listen_fraction": listen_fraction, "liked": listen_fraction > 0.9, "skip_level": skip_level},
-                )  # fmt: skip
-                ack.raise_for_status()
-                summary["feedback"].append(ack.json())
-                print(
-                    f"    feedback: listen {listen_fraction:.0%}, skip level {skip_level} -> reward {ack.json()['reward']:+.2f}, journaled"
-                )
+                answered = _recommend_and_give_feedback(client, track, k, rng)
+                if answered is not None:
+                    summary["recommendations"].append(answered[0])
+                    summary["feedback"].append(answered[1])
             bad = client.post(
                 "/v1/recommend", json={"user_id": "demo-user", "track_id": "not-a-track"}
             )
@@ -119,18 +88,66 @@ def run_serving_demo(
         serve.shutdown()  # the ingress flushes its feedback journal to parquet on the way out
         if owns_ray:
             ray.shutdown()
-    wanted = {f["request_id"] for f in summary["feedback"]}
-    table = read_decisions_table(config.log_uri)
+    landed_rows = _print_landed_feedback(config.log_uri, summary["feedback"])
+    summary.update(
+        log_uri=config.log_uri, rows_landed=landed_rows, seconds=time.perf_counter() - started
+    )
+    return summary
+
+
+def _recommend_and_give_feedback(
+    client: Any, track: str, k: int, rng: random.Random
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """One recommendation after ``track``, printed, and a plausible feedback for its pick;
+    None when the track is not in the served catalog."""
+    import numpy as np
+
+    answer = client.post("/v1/recommend", json={"user_id": "demo-user", "track_id": track, "k": k})
+    if answer.status_code == 404:
+        print(f"  {track}: not in this embedding's catalog, skipped")
+        return None
+    answer.raise_for_status()
+    body = answer.json()
+    print(
+        f"\nafter {track} -> request {body['request_id'][:8]} ({body['policy']} @ {body['model_version']}):"
+    )
+    for rank, candidate in enumerate(body["candidates"]):
+        mark = "*" if candidate["track_id"] == body["chosen_track_id"] else " "
+        print(
+            f"  {mark} {rank}. p={candidate['score']:.3f}  {candidate['track_name']} — {candidate['track_artist']}"
+        )
+    print(f"    picked with propensity {body['propensity']:.3f}, value {body['value']}")
+    listen_fraction = round(rng.uniform(0.1, 1.0), 2)
+    # A consistent response: the less was heard, the earlier the skip.
+    skip_level = int(np.searchsorted([0.1, 0.4, 0.8], listen_fraction))
+    ack = client.post(
+        "/v1/feedback",
+        json={"request_id": body["request_id"], "track_id": body["chosen_track_id"],
+              "listen_fraction": listen_fraction, "liked": listen_fraction > 0.9, "skip_level": skip_level},
+    )  # fmt: skip
+    ack.raise_for_status()
+    print(
+        f"    feedback: listen {listen_fraction:.0%}, skip level {skip_level} -> reward {ack.json()['reward']:+.2f}, journaled"
+    )
+    return body, ack.json()
+
+
+def _print_landed_feedback(log_uri: str, feedback: list[dict[str, Any]]) -> int:
+    """Read the decision log back and print how many acknowledged feedbacks landed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rl.feedback.log import read_decisions_table
+
+    wanted = {f["request_id"] for f in feedback}
+    table = read_decisions_table(log_uri)
     landed = table.filter(
         pc.is_in(table["request_id"], value_set=pa.array(sorted(wanted), pa.string()))
     )
     days = sorted(set(landed["day"].to_pylist()))
     print(
-        f"\nfeedback landed: {landed.num_rows}/{len(wanted)} rows in {config.log_uri}/decisions/"
+        f"\nfeedback landed: {landed.num_rows}/{len(wanted)} rows in {log_uri}/decisions/"
         + ", ".join(f"day={d}" for d in days)
         + f" ({table.num_rows} served decisions logged in total)"
     )
-    summary.update(
-        log_uri=config.log_uri, rows_landed=landed.num_rows, seconds=time.perf_counter() - started
-    )
-    return summary
+    return landed.num_rows

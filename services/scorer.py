@@ -76,17 +76,6 @@ def build_scoring_core(
     return core
 
 
-def merge_scored(parts: list[ScoredBatch]) -> ScoredBatch:
-    return ScoredBatch(
-        probabilities=np.concatenate([p.probabilities for p in parts]),
-        values=[v for p in parts for v in p.values],
-        chosen=np.concatenate([p.chosen for p in parts]),
-        logp=np.concatenate([p.logp for p in parts]),
-        versions=[v for p in parts for v in p.versions],
-        policies=[v for p in parts for v in p.policies],
-    )
-
-
 def split_scored(scored: ScoredBatch, sizes: list[int]) -> list[ScoredBatch]:
     out, start = [], 0
     for size in sizes:

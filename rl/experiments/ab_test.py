@@ -42,13 +42,13 @@ from rl.decision.policies import (
 from rl.feedback.log import FeedbackLogWriter
 from rl.longterm.fitted_models import LongTermModels, ModelConfig, fit_longterm_models
 from rl.longterm.listen_days import listen_days_from_log
-from rl.longterm.q_scoring import CandidateBatch, QScorer, SquareRootScorer
+from rl.longterm.q_scoring import SCORER_NAMES, CandidateBatch, QScorer, SquareRootScorer
 from rl.longterm.taste import ActivityModel
 from rl.simulator import Simulator, SimulatorConfig, build_corpus
 from rl.simulator.user import library_slots
 from rl.songs.retrieval import KnnIndex
 
-BASE_ARMS = ("control", "personalised", "unpersonalised", "square-root")
+BASE_ARMS = SCORER_NAMES
 
 
 @dataclass(frozen=True)

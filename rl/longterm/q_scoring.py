@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from sklearn.neighbors import NearestNeighbors
 
 
+SCORER_NAMES: tuple[str, ...] = ("control", "personalised", "unpersonalised", "square-root")
+"""The paper's A/B arms (5.1.3), as ``LongTermModels.scorers()`` names them."""
+
+
 @dataclass(frozen=True)
 class CandidateBatch:
     """B decisions with K candidates each: everything a Q-scorer reads."""

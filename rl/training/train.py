@@ -26,14 +26,11 @@ from ray.rllib.algorithms.marwil import MARWILConfig
 
 from rl import storage
 from rl.decision.observation import ObservationLayout
-from rl.registry import copy_tree
+from rl.registry import MODULE_SUBPATH, copy_tree
 from rl.training.config import TrainConfig
 from rl.training.episodes import EpisodeDataset, SessionPreLearner, write_session_episodes
 from rl.training.module import action_space, module_spec, observation_space
 from rl.training.ppo_learner import OfflinePPOConfig
-
-MODULE_SUBPATH = ("learner_group", "learner", "rl_module", "default_policy")
-"""Where an algorithm checkpoint keeps the trained RLModule."""
 
 
 def build_algorithm(

@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rl.decision.observation import ObservationLayout
+from rl.longterm.q_scoring import SCORER_NAMES
 from services.core.scoring import ServingPolicy, check_policy
 
 if TYPE_CHECKING:
     from rl.longterm.fitted_models import LongTermModels
     from rl.longterm.q_scoring import CandidateBatch, QScorer
 
-LONGTERM_VARIANTS: tuple[str, ...] = ("control", "personalised", "unpersonalised", "square-root")
+LONGTERM_VARIANTS: tuple[str, ...] = SCORER_NAMES
 """The paper's Q-scorers (``LongTermModels.scorers()``), servable as ``q-<variant>`` arms."""
 
 

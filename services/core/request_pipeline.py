@@ -113,6 +113,16 @@ class CatalogTable:
         return self.row_of.get(track_id)
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """One request's retrieved candidates and their observation parts."""
+
+    track_ids: list[str]
+    distances: list[float]
+    latents: np.ndarray  # (K, D)
+    relationship: np.ndarray  # (K, R)
+
+
 EmbedFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
 """(B, 11) raw features -> (B, D) latents."""
 RetrieveFn = Callable[
@@ -182,8 +192,38 @@ class RecommendationPipeline:
 
     async def _answer(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         now = self.clock()
+        current = await self._current_latents(requests)
+        neighbours = await self._neighbours(requests, current)
         day = day_of(now)
         hour, weekday = hour_and_weekday(now)
+        tastes = np.zeros_like(current)
+        candidates: list[_Candidates] = []
+        for i, request in enumerate(requests):
+            ids, distances = neighbours[i]
+            ids, distances = ids[: request.k], distances[: request.k]
+            taste, relationship = self.store.observation_parts(request.user_id, ids, day)
+            tastes[i] = taste
+            latents = self.catalog.latents[[self.catalog.row_of[t] for t in ids]]
+            candidates.append(_Candidates(ids, distances, latents, relationship))
+        obs = build_observations(
+            self.layout,
+            current,
+            tastes,
+            np.full(len(requests), hour),
+            np.full(len(requests), weekday),
+            [c.latents for c in candidates],
+            [c.relationship for c in candidates],
+        )
+        arms = [self.arms(r.user_id) for r in requests]
+        scored = await self.score(obs, [r.mode for r in requests], arms)
+        return [
+            self._decide(request, candidates[i], tastes[i], scored, i, arms[i], now)
+            for i, request in enumerate(requests)
+        ]
+
+    async def _current_latents(self, requests: list[RecommendRequest]) -> np.ndarray:
+        """(B, D) latent of the song playing: a table lookup for catalog tracks, the
+        Embedder for raw features."""
         current = np.zeros((len(requests), self.layout.latent_dim), np.float32)
         by_features = [i for i, r in enumerate(requests) if r.features is not None]
         for i, request in enumerate(requests):
@@ -192,77 +232,58 @@ class RecommendationPipeline:
         if by_features:
             raw = np.asarray([requests[i].features.as_row() for i in by_features], np.float64)  # type: ignore[union-attr]
             current[by_features] = await self.embed(raw)
-        neighbours = await self._neighbours(requests, current)
+        return current
 
-        tastes = np.zeros_like(current)
-        cand_ids, cand_latents, cand_rel, cand_dist = [], [], [], []
-        for i, request in enumerate(requests):
-            ids, distances = neighbours[i]
-            ids, distances = ids[: request.k], distances[: request.k]
-            taste, relationship = self.store.observation_parts(request.user_id, ids, day)
-            tastes[i] = taste
-            cand_ids.append(ids)
-            cand_dist.append(distances)
-            cand_rel.append(relationship)
-            rows = [self.catalog.row_of[t] for t in ids]
-            cand_latents.append(self.catalog.latents[rows])
-        obs = build_observations(
-            self.layout,
-            current,
-            tastes,
-            np.full(len(requests), hour),
-            np.full(len(requests), weekday),
-            cand_latents,
-            cand_rel,
+    def _decide(
+        self,
+        request: RecommendRequest,
+        candidates: _Candidates,
+        taste: np.ndarray,
+        scored: ScoredBatch,
+        i: int,
+        arm: str,
+        now: float,
+    ) -> RecommendResponse:
+        """Row ``i`` of a scored batch: remember the decision for its feedback, answer it."""
+        ids = candidates.track_ids
+        probabilities = scored.probabilities[i, : len(ids)]
+        order = np.argsort(-probabilities, kind="stable")
+        chosen = int(scored.chosen[i])
+        request_id = uuid.uuid4().hex
+        session_id = request.session_id or f"{request.user_id}-{day_of(now)}"
+        self.store.remember(
+            PendingDecision(
+                request_id=request_id,
+                user_id=request.user_id,
+                session_id=session_id,
+                position=self.store.next_position(request.user_id, session_id),
+                timestamp=int(now),
+                current_track_id=request.track_id or "<features>",
+                candidate_track_ids=ids,
+                candidate_latents=candidates.latents,
+                candidate_relationship=candidates.relationship,
+                user_taste=taste.copy(),
+                chosen_index=chosen,
+                behaviour_logp=float(scored.logp[i]),
+                policy_version=scored.versions[i],
+                arm=arm,
+            )
         )
-        arms = [self.arms(r.user_id) for r in requests]
-        scored = await self.score(obs, [r.mode for r in requests], arms)
-
-        responses = []
-        for i, request in enumerate(requests):
-            n = len(cand_ids[i])
-            probabilities = scored.probabilities[i, :n]
-            order = np.argsort(-probabilities, kind="stable")
-            chosen = int(scored.chosen[i])
-            request_id = uuid.uuid4().hex
-            session_id = request.session_id or f"{request.user_id}-{day}"
-            self.store.remember(
-                PendingDecision(
-                    request_id=request_id,
-                    user_id=request.user_id,
-                    session_id=session_id,
-                    position=self.store.next_position(request.user_id, session_id),
-                    timestamp=int(now),
-                    current_track_id=request.track_id or "<features>",
-                    candidate_track_ids=cand_ids[i],
-                    candidate_latents=cand_latents[i],
-                    candidate_relationship=cand_rel[i],
-                    user_taste=tastes[i].copy(),
-                    chosen_index=chosen,
-                    behaviour_logp=float(scored.logp[i]),
-                    policy_version=scored.versions[i],
-                    arm=arms[i],
-                )
-            )
-            responses.append(
-                RecommendResponse(
-                    request_id=request_id,
-                    user_id=request.user_id,
-                    candidates=[
-                        self._candidate(cand_ids[i][s], probabilities[s], cand_dist[i][s])
-                        for s in order
-                    ],
-                    chosen_track_id=cand_ids[i][chosen],
-                    chosen_rank=int(np.flatnonzero(order == chosen)[0]),
-                    propensity=float(np.exp(scored.logp[i])),
-                    value=scored.values[i],
-                    mode=request.mode,
-                    model_version=scored.versions[i],
-                    policy=scored.policies[i],
-                    arm=arms[i],
-                )
-            )
-        return responses
+        return RecommendResponse(
+            request_id=request_id,
+            user_id=request.user_id,
+            candidates=[
+                self._candidate(ids[s], probabilities[s], candidates.distances[s]) for s in order
+            ],
+            chosen_track_id=ids[chosen],
+            chosen_rank=int(np.flatnonzero(order == chosen)[0]),
+            propensity=float(np.exp(scored.logp[i])),
+            value=scored.values[i],
+            mode=request.mode,
+            model_version=scored.versions[i],
+            policy=scored.policies[i],
+            arm=arm,
+        )
 
     async def _neighbours(
         self, requests: list[RecommendRequest], current: np.ndarray
@@ -330,33 +351,7 @@ class RecommendationPipeline:
                 self.reward_config,
             )[0]
         )
-        hour, weekday = hour_and_weekday(decision.timestamp)
-        day = day_of(decision.timestamp)
-        row = {
-            "user_id": decision.user_id,
-            "session_id": decision.session_id,
-            "day": day,
-            "position": decision.position,
-            "timestamp": decision.timestamp,
-            "hour": hour,
-            "weekday": weekday,
-            "current_track_id": decision.current_track_id,
-            "candidate_track_ids": list(decision.candidate_track_ids),
-            "candidate_relationship": decision.candidate_relationship.reshape(-1).tolist(),
-            "user_taste": decision.user_taste.tolist(),
-            "chosen_index": decision.chosen_index,
-            "chosen_track_id": chosen_track,
-            "behaviour_logp": decision.behaviour_logp,
-            "listened": listened,
-            "listen_fraction": request.listen_fraction,
-            "liked": request.liked,
-            "skip_level": request.skip_level,
-            "reward": reward,
-            "source": "service",
-            "policy_version": decision.policy_version,
-            "arm": decision.arm,
-            "request_id": decision.request_id,
-        }
+        row = decision_row(decision, request, listened, reward)
         # Claim the decision before the (threaded) journal write so a duplicate feedback
         # sent meanwhile gets 404; give it back if the write fails.
         self.store.forget(request.request_id)
@@ -380,3 +375,35 @@ class RecommendationPipeline:
             log_uri=self.sink.log_uri,
             journal=str(self.sink.journal_dir),
         )
+
+
+def decision_row(
+    decision: PendingDecision, feedback: FeedbackRequest, listened: bool, reward: float
+) -> dict[str, Any]:
+    """The decision-log row (rl/feedback/schema.py DECISION_SCHEMA) of an answered decision."""
+    hour, weekday = hour_and_weekday(decision.timestamp)
+    return {
+        "user_id": decision.user_id,
+        "session_id": decision.session_id,
+        "day": day_of(decision.timestamp),
+        "position": decision.position,
+        "timestamp": decision.timestamp,
+        "hour": hour,
+        "weekday": weekday,
+        "current_track_id": decision.current_track_id,
+        "candidate_track_ids": list(decision.candidate_track_ids),
+        "candidate_relationship": decision.candidate_relationship.reshape(-1).tolist(),
+        "user_taste": decision.user_taste.tolist(),
+        "chosen_index": decision.chosen_index,
+        "chosen_track_id": decision.candidate_track_ids[decision.chosen_index],
+        "behaviour_logp": decision.behaviour_logp,
+        "listened": listened,
+        "listen_fraction": feedback.listen_fraction,
+        "liked": feedback.liked,
+        "skip_level": feedback.skip_level,
+        "reward": reward,
+        "source": "service",
+        "policy_version": decision.policy_version,
+        "arm": decision.arm,
+        "request_id": decision.request_id,
+    }

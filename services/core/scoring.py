@@ -130,13 +130,11 @@ class PolicySlot:
             return self.pinned_version, 0.0
         if self.registry_uri is None:
             return None
-        from rl import storage
-        from rl.registry import PRODUCTION_POINTER
+        from rl.registry import ModelRegistry
 
-        pointer_uri = storage.join(self.registry_uri, PRODUCTION_POINTER)
-        if not storage.exists(pointer_uri):
+        pointer = ModelRegistry(self.registry_uri).production_pointer()
+        if pointer is None:
             return None
-        pointer = storage.read_json(pointer_uri)
         return str(pointer["version"]), float(pointer.get("promoted_at", 0.0))
 
     def sync(self) -> str | None:

@@ -1,8 +1,12 @@
-"""Fixtures for the served app: a small trained embedding and a registry of real modules."""
+"""Fixtures for the served app: a small trained embedding, a registry of real modules, and
+the one way these tests start Ray and Serve (``serve_on_local_ray``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -40,3 +44,39 @@ def small_embedding_uri(small_catalog, tmp_path_factory) -> str:
     uri = str(tmp_path_factory.mktemp("embedding"))
     train_song_embedding(small_catalog, VAEConfig(epochs=3), progress=False).save(uri)
     return uri
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_on_local_ray(fast_path: bool = False) -> Iterator[None]:
+    """A fresh local Ray (2 CPUs, no dashboard) for the block; Serve and Ray shut down after.
+
+    ``fast_path``: start Ray with Serve's direct ingress (services.app.SERVE_FAST_PATH_ENV),
+    as ``encore serve`` does; the environment is restored afterwards so the next module
+    gets the proxied setup unless it asks too.
+    """
+    import ray
+    from ray import serve
+
+    from services.app import SERVE_FAST_PATH_ENV, use_serve_fast_path
+
+    saved_env = {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
+    if fast_path:
+        use_serve_fast_path()
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

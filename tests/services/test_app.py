@@ -12,7 +12,6 @@ share it (the hot-swap tests come last because they change the production versio
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
@@ -30,23 +29,15 @@ FEATURES = {
 }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(small_embedding_uri, tmp_path_factory):
     import httpx
-    import ray
-    from ray import serve
 
     from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
     from rl.songs.embedding import load_song_embedding
-    from services.app import SERVE_FAST_PATH_ENV, start_app, use_serve_fast_path
-    from tests.services.conftest import register_module_version
+    from services.app import start_app
+    from tests.services.conftest import free_port, register_module_version, serve_on_local_ray
 
     os.environ["ENCORE_ADMIN_TOKEN"] = ADMIN_TOKEN  # inherited by the replicas
     work = tmp_path_factory.mktemp("served")
@@ -72,11 +63,8 @@ def served(small_embedding_uri, tmp_path_factory):
         "flush_interval_s": 0.5,
         "seed": 0,
     }
-    saved_env = {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
-    use_serve_fast_path()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        urls = start_app(config, http_port=_free_port(), grpc_port=_free_port())
+    with serve_on_local_ray(fast_path=True):
+        urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         assert "http_direct" in urls and "grpc_direct" in urls, urls
         track_ids = list(load_song_embedding(small_embedding_uri).track_ids)
         with httpx.Client(base_url=urls["http_direct"], timeout=30) as client:
@@ -84,14 +72,6 @@ def served(small_embedding_uri, tmp_path_factory):
                 "client": client, "urls": urls, "registry": registry, "versions": versions,
                 "config": config, "tracks": track_ids,
             }  # fmt: skip
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def recommend(served, **body):

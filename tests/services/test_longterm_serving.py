@@ -12,7 +12,6 @@ every logged feedback row (read back with ``ray.data.read_parquet``) against the
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import numpy as np
@@ -25,12 +24,6 @@ TEMPERATURE, WEIGHT = 0.5, 0.5
 AB_ARMS = {"production": 1.0, "q-personalised": 1.0, "blend": 1.0}
 N_REQUESTS = 45
 Q_VERSION = "longterm:personalised"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +164,10 @@ def test_served_q_arm_is_the_fitted_scorer(history, rng):
 @pytest.fixture(scope="module")
 def served(history, small_embedding_uri, tmp_path_factory):
     import httpx
-    import ray
-    from ray import serve
 
     from rl.registry import ModelRegistry
     from services.app import start_app
+    from tests.services.conftest import free_port, serve_on_local_ray
 
     work = tmp_path_factory.mktemp("served-longterm")
     config = {
@@ -195,9 +187,8 @@ def served(history, small_embedding_uri, tmp_path_factory):
         "blend_variant": "personalised",
         "blend_weight": WEIGHT,
     }
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        urls = start_app(config, http_port=_free_port(), grpc_port=_free_port())
+    with serve_on_local_ray():
+        urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         with httpx.Client(base_url=urls["http"], timeout=60) as client:
             yield {
                 "client": client,
@@ -205,9 +196,6 @@ def served(history, small_embedding_uri, tmp_path_factory):
                 "registry": ModelRegistry(config["registry_uri"]),
                 "work": str(work),
             }
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ no restart, no failed request.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -21,12 +20,6 @@ import yaml
 pytestmark = pytest.mark.ray
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "serve_config.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _deploy_config(raw: dict, args: dict, http_port: int, grpc_port: int, scorer_user_config):
@@ -59,15 +52,13 @@ def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
     small_embedding_uri, tmp_path
 ):
     import httpx
-    import ray
-    from ray import serve
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
     from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
     from rl.songs.embedding import load_song_embedding
-    from tests.services.conftest import register_module_version
+    from tests.services.conftest import free_port, register_module_version, serve_on_local_ray
 
     registry = ModelRegistry(str(tmp_path / "registry"))
     pinned = register_module_version(registry, ObservationLayout(), str(tmp_path), seed=7)
@@ -78,11 +69,10 @@ def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
         "journal_dir": str(tmp_path / "journal"),
     }
     raw = yaml.safe_load(CONFIG_FILE.read_text())
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     track = str(load_song_embedding(small_embedding_uri).track_ids[0])
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
+    with serve_on_local_ray():
         first = ServeDeploySchema.model_validate(
             _deploy_config(raw, args, http_port, grpc_port, {"pinned_version": None})
         )
@@ -122,6 +112,3 @@ def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
             # reconfigure() ran in the same replica actors: no replica was replaced.
             assert set(models["serving"]) <= replicas_before
             assert all(entry["version"] == pinned for entry in models["serving"].values())
-    finally:
-        serve.shutdown()
-        ray.shutdown()
