@@ -1,86 +1,89 @@
-"""``encore compare-policies``: simulate a log, train offline PPO / MARWIL / BC on RLlib,
-evaluate every policy against the logging policy on the same simulated users.
+"""``encore compare-policies``: simulate a log, fit the song table, train the actor-critic
+(offline PPO) / MARWIL / BC on RLlib, evaluate every arm on the same simulated users.
 
 One reproducible command for the issue's acceptance test (rl/experiments/compare_policies.py):
-    encore compare-policies --out data/compare
-writes comparison.md and comparison.png (plus the log, steps, runs and a registry) there.
+    encore compare-policies --seed 0 --out data/compare-s0
+writes comparison.json (arms x metrics with 95% intervals, paired differences vs logging
+and vs myopic-greedy), comparison.md and comparison.png (plus the log, steps, runs and a
+registry whose versions hold the song table) there.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 from rl import paths, storage
-from rl.training.config import TrainConfig
+from rl.cli.config_options import config_options
+from rl.cli.paths_check import require_new_output, require_writable
+
+COMPARE_TRAIN_FIELDS = (
+    "iterations", "train_batch_size", "updates_per_iteration", "lr", "clip", "entropy_coeff", "gamma",
+)  # fmt: skip
+
+
+def _compare_train_defaults() -> dict:
+    from rl.experiments.compare_policies import CompareSettings
+
+    train = CompareSettings().train
+    return {name: getattr(train, name) for name in COMPARE_TRAIN_FIELDS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from rl.experiments.compare_policies import CompareSettings
-
-    d = CompareSettings()
     p = subparsers.add_parser(
         "compare-policies",
-        help="simulate a log, train offline PPO/MARWIL/BC, compare them in the simulator",
-        description="End to end: logging-policy log -> Ray Data offline steps -> offline PPO, "
+        help="simulate a log, train the actor-critic/MARWIL/BC, compare them in the simulator",
+        description="End to end: logging-policy log -> per-song feature table (Ray Data) -> "
+        "offline steps with song features -> actor-critic (offline PPO, two value designs), "
         "MARWIL and BC on RLlib -> DR off-policy estimates on a held-out log and a paired "
-        "simulator comparison (all arms on the same new users) with 95%% CIs; writes "
-        "comparison.md and comparison.png under --out.",
+        "simulator comparison against logging, myopic-greedy and q-personalised (all arms on "
+        "the same new users) with 95% CIs; writes comparison.json, comparison.md and "
+        "comparison.png under --out.",
     )
-    p.add_argument("--users", type=int, default=d.users, help="logged users")
-    p.add_argument("--days", type=int, default=d.days, help="logged days")
-    p.add_argument("--heldout-users", type=int, default=d.heldout_users)
-    p.add_argument("--eval-users", type=int, default=d.eval_users, help="users per arm")
-    p.add_argument("--eval-days", type=int, default=d.eval_days, help="simulated days per arm")
-    p.add_argument("--iterations", type=int, default=d.train.iterations)
-    p.add_argument("--batch-size", type=int, default=d.train.train_batch_size)
-    p.add_argument("--updates-per-iteration", type=int, default=d.train.updates_per_iteration)
-    p.add_argument("--lr", type=float, default=d.train.lr)
-    p.add_argument("--clip", type=float, default=d.train.clip)
-    p.add_argument("--entropy-coeff", type=float, default=d.train.entropy_coeff)
-    p.add_argument("--gamma", type=float, default=d.train.gamma)
-    p.add_argument("--bootstrap", type=int, default=d.bootstrap)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=None, help="output URI (default $ENCORE_DATA/compare/<time>)")
+    config_options(
+        p, "rl.experiments.compare_policies:CompareSettings", attr="settings",
+        title="comparison (CompareSettings)", flags={"default_design": "--design"},
+        choices={"default_design": ("auto", "session", "return-days")},
+        skip={"song_table": "per-song feature table: its defaults",
+              "train": "nested TrainConfig: its options are generated below"},
+    )  # fmt: skip
+    config_options(
+        p, "rl.training.config:TrainConfig", attr="compare_train",
+        title="training of every arm (TrainConfig)", only=COMPARE_TRAIN_FIELDS,
+        defaults=_compare_train_defaults, flags={"train_batch_size": "--batch-size"},
+    )  # fmt: skip
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output URI (default: <data>/compare/<time>); must not hold data",
+    )
     p.set_defaults(func=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from rl.cli.train import _start_ray
-    from rl.experiments.compare_policies import CompareSettings, run_comparison
+    from rl.cli.train import start_training_ray
+    from rl.experiments.compare_policies import run_comparison
 
     torch.set_num_threads(1)
-    settings = CompareSettings(
-        users=args.users,
-        days=args.days,
-        heldout_users=args.heldout_users,
-        eval_users=args.eval_users,
-        eval_days=args.eval_days,
-        seed=args.seed,
-        bootstrap=args.bootstrap,
-        train=TrainConfig(
-            iterations=args.iterations,
-            train_batch_size=args.batch_size,
-            updates_per_iteration=args.updates_per_iteration,
-            lr=args.lr,
-            clip=args.clip,
-            entropy_coeff=args.entropy_coeff,
-            gamma=args.gamma,
-            checkpoint_every=max(1, args.iterations),
-        ),
+    train = dataclasses.replace(
+        args.compare_train, checkpoint_every=max(1, args.compare_train.iterations)
     )
+    settings = dataclasses.replace(args.settings, train=train)
     out = args.out or storage.join(paths.data_dir(), "compare", time.strftime("%Y%m%d-%H%M%S"))
+    require_writable(require_new_output(out, "--out"), "--out")
     started = time.perf_counter()
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
-    _start_ray(0)
+    start_training_ray(0)
     report = run_comparison(settings, out, progress)
     print(report.markdown)
     print(
-        f"wrote {report.markdown_uri} and {report.plot_uri} in {time.perf_counter() - started:.0f} s"
+        f"wrote {report.json_uri}, {report.markdown_uri} and {report.plot_uri} "
+        f"in {time.perf_counter() - started:.0f} s"
     )
     return 0

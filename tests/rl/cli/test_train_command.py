@@ -20,10 +20,14 @@ def test_commands_are_registered(capsys):
 
 
 def test_models_and_promote_on_empty_registry(tmp_path, capsys):
-    registry = str(tmp_path / "registry")
-    assert main(["models", "--registry", registry]) == 0
+    registry = tmp_path / "registry"
+    # A registry that is not there is a typo, not an empty registry.
+    assert main(["models", "--registry", str(registry)]) == 2
+    assert "no model registry at" in capsys.readouterr().err
+    registry.mkdir()
+    assert main(["models", "--registry", str(registry)]) == 0
     assert "no versions" in capsys.readouterr().out
-    assert main(["promote", "v0001", "--registry", registry]) == 1
+    assert main(["promote", "v0001", "--registry", str(registry)]) == 2
     assert "refused" in capsys.readouterr().err
 
 
@@ -50,7 +54,7 @@ def test_train_promote_finetune_evaluate(ray_local, tmp_path, monkeypatch, capsy
     assert main(["promote", "v0002", "--registry", registry]) == 0
     capsys.readouterr()
     # v0002's lineage has read day-0 and day-1: nothing new to fine-tune on.
-    assert main(["finetune", "--data", str(data), "--iterations", "1", "--registry", registry]) == 1
+    assert main(["finetune", "--data", str(data), "--iterations", "1", "--registry", registry]) == 2
     assert "no feedback" in capsys.readouterr().err
     heldout = tmp_path / "heldout"
     heldout.mkdir()
@@ -77,19 +81,19 @@ def test_train_promote_finetune_evaluate(ray_local, tmp_path, monkeypatch, capsy
 
 
 def test_train_config_checks_resume_and_learner_options():
-    from rl.cli.train import parse_resources
+    from rl.cli import build_parser
+    from rl.cli.config_options import build_configs
     from rl.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="checkpoint_every must be >= 1, got 0"):
         TrainConfig(checkpoint_every=0)
     with pytest.raises(ValueError, match="custom_resources_per_learner amounts must be > 0"):
         TrainConfig(custom_resources_per_learner={"encore_learner": 0})
-    assert parse_resources(["encore_learner=1", "gpu_a=0.5"]) == {
-        "encore_learner": 1.0,
-        "gpu_a": 0.5,
-    }
-    with pytest.raises(ValueError, match="NAME=AMOUNT"):
-        parse_resources(["encore_learner"])
+    args = build_parser().parse_args(
+        ["train", "--learner-resource", "encore_learner=1", "--learner-resource", "gpu_a=0.5"]
+    )
+    build_configs(args)
+    assert args.train_config.custom_resources_per_learner == {"encore_learner": 1.0, "gpu_a": 0.5}
     config = TrainConfig(num_learners=3, custom_resources_per_learner={"encore_learner": 1})
     assert TrainConfig.from_dict(config.to_dict()) == config
 
@@ -109,5 +113,6 @@ def test_learner_resources_reach_rllib():
 def test_resume_run_needs_work_dir(capsys):
     assert main(["train", "--resume-run", "--synthetic-sessions", "5"]) == 2
     assert "--work-dir" in capsys.readouterr().err
-    assert main(["train", "--learner-resource", "oops", "--synthetic-sessions", "5"]) == 2
-    assert "NAME=AMOUNT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--learner-resource", "oops", "--synthetic-sessions", "5"])
+    assert exit_info.value.code == 2 and "NAME=VALUE" in capsys.readouterr().err

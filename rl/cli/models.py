@@ -1,0 +1,139 @@
+"""``encore models | promote | evaluate``: the registry's versions, production, and OPE.
+
+models    the registry's versions, production marked (and a warning if it is broken);
+promote   move the production pointer (atomic);
+evaluate  off-policy estimates on held-out offline steps, and (--simulate-users) the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rl.cli.errors import CommandError, UsageError
+from rl.cli.options import add_registry_option, registry_from
+from rl.cli.paths_check import require_offline_steps, require_writable
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    models = subparsers.add_parser(
+        "models",
+        help="list registered model versions",
+        description="List the registry's versions (algorithm, date, parent, rows, final loss); "
+        "* marks production.",
+    )
+    add_registry_option(models)
+    models.set_defaults(func=run_models)
+
+    promote = subparsers.add_parser(
+        "promote",
+        help="point production at a model version",
+        description="Move the registry's production pointer to VERSION (atomic); serving "
+        "replicas follow it within seconds.",
+    )
+    promote.add_argument("version", help="a version listed by `encore models`, e.g. v0001")
+    add_registry_option(promote)
+    promote.set_defaults(func=run_promote)
+
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="off-policy estimates (IPS, SNIPS, DR with 95%% CIs) of a version on held-out logs",
+        description="Off-policy estimates (IPS, SNIPS, doubly robust, 95% bootstrap intervals) "
+        "of a registered version on held-out offline steps; with --simulate-users also runs "
+        "it against the logging policy in the simulator. Writes markdown and a plot to --out.",
+    )
+    evaluate.add_argument("version", nargs="?", default=None, help="default: production")
+    evaluate.add_argument(
+        "--data", required=True, help="held-out offline steps URI (from `encore offline-steps`)"
+    )
+    evaluate.add_argument("--out", default=None, help="report directory (markdown + PNG)")
+    evaluate.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples, >= 10 (default: 1000)"
+    )
+    evaluate.add_argument(
+        "--simulate-users", type=int, default=0,
+        help="also run the policies against the logging policy in the simulator with N users "
+        "(default: 0 = off)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--simulate-days", type=int, default=60, help="simulated days, >= 1 (default: 60)"
+    )
+    evaluate.add_argument(
+        "--simulator-seed", type=int, default=0,
+        help="world seed (use the one the logs came from) (default: 0)",
+    )  # fmt: skip
+    add_registry_option(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    registry = registry_from(args, must_exist=True)
+    versions = registry.list_versions()
+    if not versions:
+        print(f"no versions in {registry.uri}")
+        return 0
+    production = registry.production_version()
+    print(
+        f"{'':2}{'version':<8} {'algo':<12} {'created':<17} {'parent':<8} {'rows':>9} {'final loss':>11}"
+    )
+    for v in versions:
+        marker = "* " if v.version == production else "  "
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
+        loss = v.metrics.get("final_total_loss", float("nan"))
+        print(
+            f"{marker}{v.version:<8} {v.algo:<12} {created:<17} {v.parent or '-':<8} "
+            f"{int(v.data.get('rows', 0)):>9} {loss:>11.4f}"
+        )
+    print("(* = production)")
+    if production is not None:
+        _warn_if_broken(registry, production)
+    return 0
+
+
+def _warn_if_broken(registry, production: str) -> None:
+    from rl.registry import RegistryError
+
+    try:
+        registry.verify(production)
+    except (RegistryError, OSError, ValueError) as exc:
+        print(f"warning: production {production} does not verify: {exc}", file=sys.stderr)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from rl.registry import RegistryError
+
+    registry = registry_from(args, must_exist=True)
+    try:
+        registry.promote(args.version)
+    except RegistryError as exc:
+        raise CommandError(f"refused: {exc}", "see the versions with `encore models`") from None
+    print(f"production -> {args.version}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from rl.evaluation.evaluate_version import evaluate_version
+    from rl.registry import RegistryError
+
+    if args.bootstrap < 10:
+        raise UsageError(f"--bootstrap must be >= 10, got {args.bootstrap}")
+    if args.simulate_users < 0 or args.simulate_days < 1:
+        raise UsageError("--simulate-users must be >= 0 and --simulate-days >= 1")
+    registry = registry_from(args, must_exist=True)
+    require_offline_steps(args.data, "--data")
+    if args.out:
+        require_writable(args.out, "--out")
+    try:
+        report = evaluate_version(
+            registry, args.version, args.data, out_uri=args.out, n_bootstrap=args.bootstrap,
+            simulate_users=args.simulate_users, simulate_days=args.simulate_days,
+            simulator_seed=args.simulator_seed,
+        )  # fmt: skip
+    except RegistryError as exc:
+        raise CommandError(f"refused: {exc}", "see the versions with `encore models`") from None
+    except ValueError as exc:  # e.g. the data's layout differs from the version's
+        raise CommandError(f"cannot evaluate: {exc}") from None
+    print(report.markdown)
+    print(f"wrote {report.markdown_uri} and {report.plot_uri}")
+    return 0
