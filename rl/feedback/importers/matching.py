@@ -11,6 +11,11 @@ each lower-cased, accent-free, with bracketed parts and " - <version>" suffixes 
 and every run of non-alphanumerics collapsed to one space. Unmatched tracks keep an id of
 their own: the bare Spotify id when the source has one, else ``ext:`` + a hash of the key,
 so the same song from two rows of a source is one item.
+
+A play with a Spotify id is matched by that id only: another id is another recording (a
+remaster, a live take, a compilation's copy) with other audio features, and keeping the
+source's id keeps each recording one item (the shared history's published figures count
+items by ``spotify_track_uri``).
 """
 
 from __future__ import annotations
@@ -114,8 +119,8 @@ class CatalogMatcher:
         titles: pd.Series,
         own_ids: pd.Series | None = None,
     ) -> MatchResult:
-        """Per play: catalog id by Spotify id, else by name key, else the play's own id
-        (its Spotify id, the source's ``own_ids``, else ``ext:`` + a hash of the key).
+        """Per play: its Spotify id (in the catalog or not); without one, the catalog id of
+        its name key, else the source's ``own_ids``, else ``ext:`` + a hash of the key.
 
         Returns ``track_id`` None where a play has neither a Spotify id nor a usable
         artist + title (the importer quarantines those)."""
@@ -131,12 +136,10 @@ class CatalogMatcher:
         track_id = np.empty(n, dtype=object)
         by_id, by_name = np.zeros(n, bool), np.zeros(n, bool)
         for row, (spotify_id, key, own_id) in enumerate(zip(ids, keys, own, strict=True)):
-            if spotify_id is not None and spotify_id in self.catalog_ids:
-                track_id[row], by_id[row] = spotify_id, True
+            if spotify_id is not None:
+                track_id[row], by_id[row] = spotify_id, spotify_id in self.catalog_ids
             elif key is not None and key in self.by_key:
                 track_id[row], by_name[row] = self.by_key[key], True
-            elif spotify_id is not None:
-                track_id[row] = spotify_id
             elif isinstance(own_id, str) and own_id:
                 track_id[row] = own_id
             elif key is not None:
