@@ -9,6 +9,8 @@ Layout under the registry URI::
 
     versions/<version>/manifest.json   # written last: a version without it is incomplete
     versions/<version>/checkpoint/...  # the RLlib algorithm checkpoint of the run
+    versions/<version>/song_table/...  # the per-song feature table it was trained with
+                                       # (rl/longterm/song_table.py), when its layout has one
     PRODUCTION.json                    # {"version", "promoted_at", "previous"}
 
 The manifest records the training config, the observation layout, the data read (paths
@@ -134,6 +136,9 @@ class ModelRegistry:
     def module_uri(self, version: str) -> str:
         return storage.join(self.checkpoint_uri(version), *MODULE_SUBPATH)
 
+    def song_table_uri(self, version: str) -> str:
+        return storage.join(self.version_uri(version), "song_table")
+
     # --- writing -------------------------------------------------------------------------
     def _next_version(self) -> str:
         numbers = [
@@ -154,15 +159,25 @@ class ModelRegistry:
         metrics: dict[str, float],
         parent: str | None = None,
         history: list[dict[str, Any]] | None = None,
+        song_table: Any | None = None,
     ) -> ModelVersion:
-        """Copy an algorithm checkpoint in as a new version; the manifest is written last."""
+        """Copy an algorithm checkpoint in as a new version; the manifest is written last.
+
+        ``song_table``: the ``SongFeatureTable`` the policy was trained with (required when
+        the layout has song features): saved in the version so it is served, and
+        hot-swapped, with these weights."""
         if parent is not None:
             self.get(parent)  # the parent must exist and be readable
+        if layout.song_feature_dim and song_table is None:
+            raise RegistryError("the layout has song features: register the song_table too")
         version = self._next_version()
         target = self.checkpoint_uri(version)
         copy_tree(checkpoint_uri, target)
         if not storage.exists(self.module_uri(version)):
             raise RegistryError(f"{checkpoint_uri} holds no RLModule at {'/'.join(MODULE_SUBPATH)}")
+        if song_table is not None:
+            song_table.save(self.song_table_uri(version))
+            data = {**data, "song_table_checksums": _file_checksums(self.song_table_uri(version))}
         entry = ModelVersion(
             version=version,
             algo=algo,
@@ -237,7 +252,19 @@ class ModelRegistry:
                 raise RegistryError(
                     f"version {version!r} is corrupt: checksum of {relative} differs"
                 )
+        expected_table = entry.data.get("song_table_checksums")
+        if expected_table is not None and (
+            _file_checksums(self.song_table_uri(version)) != expected_table
+        ):
+            raise RegistryError(f"version {version!r} is corrupt: its song table differs")
         return entry
+
+    def load_song_table(self, version: str) -> Any | None:
+        """The ``SongFeatureTable`` a version was trained with (None when it has none)."""
+        from rl.longterm.song_table import SongFeatureTable
+
+        uri = self.song_table_uri(version)
+        return SongFeatureTable.load(uri) if SongFeatureTable.exists(uri) else None
 
     def load_module(
         self, version: str | None = None, expected_layout: ObservationLayout | None = None
@@ -309,9 +336,11 @@ class PolicyScorer:
         import torch
 
         obs = np.asarray(obs, np.float32)
-        if obs.ndim != 2 or obs.shape[1] != self.layout.size:
+        if obs.ndim != 2 or obs.shape[1] < self.layout.size:
             raise ValueError(f"obs must be (B, {self.layout.size}), got {obs.shape}")
-        return torch.from_numpy(obs)
+        # Song features sit after the mask: a policy trained without them reads the prefix
+        # of an observation that carries them.
+        return torch.from_numpy(np.ascontiguousarray(obs[:, : self.layout.size]))
 
     def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
         import torch

@@ -7,12 +7,19 @@ it from a request. Writing the layout down once keeps the four in agreement.
 Layout (D = latent_dim, C = context_dim, K = k candidates, R = len(betas)):
 
     [ current_latent (D) | user_taste (D) | context (C) |
-      candidate_latents (K*D) | candidate_relationship (K*R) | candidate_mask (K) ]
+      candidate_latents (K*D) | candidate_relationship (K*R) | candidate_mask (K) |
+      candidate_song_features (K*F) ]
 
 ``context`` is (sin, cos) of hour-of-day and of weekday. ``candidate_relationship`` is
 the paper's content-relationship state s_i (one EMA per forgetting factor) of the user
 with each candidate; 0 means never listened. ``candidate_mask`` is 1 for a real candidate
 and 0 for padding when fewer than K candidates exist.
+
+``candidate_song_features`` (F = ``song_feature_dim``, 0 by default) are what the logs
+revealed about each candidate song (rl/longterm/song_table.py: clickiness logit,
+stickiness, personalised return days, popularity). They sit *after* the mask, so a reader
+built for the layout without them (the myopic listen model, the Q-scorers) reads the same
+offsets from an observation that carries them.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ class ObservationLayout:
     """Forgetting factors of the relationship state, each in (0, 1)."""
     context_dim: int = 4
     """Context features: sin/cos hour, sin/cos weekday."""
+    song_feature_dim: int = 0
+    """Per-candidate song features learned from the logs (``SongFeatureTable``); 0 = none."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -54,6 +63,8 @@ class ObservationLayout:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if not self.betas or not all(0.0 < b < 1.0 for b in self.betas):
             raise ValueError(f"betas must be non-empty and each in (0, 1), got {self.betas}")
+        if self.song_feature_dim < 0:
+            raise ValueError(f"song_feature_dim must be >= 0, got {self.song_feature_dim}")
 
     @property
     def n_betas(self) -> int:
@@ -66,12 +77,21 @@ class ObservationLayout:
 
     @property
     def candidate_dim(self) -> int:
-        """Per-candidate features: latent + relationship state."""
-        return self.latent_dim + self.n_betas
+        """Per-candidate features: latent + relationship state + song features."""
+        return self.latent_dim + self.n_betas + self.song_feature_dim
+
+    @property
+    def mask_offset(self) -> int:
+        """Index of the first ``candidate_mask`` entry in the flat observation."""
+        return self.state_dim + self.k * (self.latent_dim + self.n_betas)
 
     @property
     def size(self) -> int:
         return self.state_dim + self.k * (self.candidate_dim + 1)
+
+    def without_song_features(self) -> ObservationLayout:
+        """The same layout with F = 0 (what the simulator builds before features are added)."""
+        return ObservationLayout(self.k, self.latent_dim, self.betas, self.context_dim)
 
     def build(
         self,
@@ -81,9 +101,16 @@ class ObservationLayout:
         candidate_latents: np.ndarray,  # (B, K, D)
         candidate_relationship: np.ndarray,  # (B, K, R)
         candidate_mask: np.ndarray,  # (B, K)
+        candidate_song_features: np.ndarray | None = None,  # (B, K, F)
     ) -> np.ndarray:
         """Concatenate the parts into (B, size) float32 observations."""
         batch = len(current_latent)
+        f = self.song_feature_dim
+        if (candidate_song_features is None) != (f == 0):
+            raise ValueError(
+                f"the layout has song_feature_dim={f}: candidate_song_features must be "
+                + ("given" if f else "None")
+            )
         parts = [
             np.asarray(current_latent, np.float32).reshape(batch, self.latent_dim),
             np.asarray(user_taste, np.float32).reshape(batch, self.latent_dim),
@@ -92,14 +119,32 @@ class ObservationLayout:
             np.asarray(candidate_relationship, np.float32).reshape(batch, self.k * self.n_betas),
             np.asarray(candidate_mask, np.float32).reshape(batch, self.k),
         ]
+        if candidate_song_features is not None:
+            parts.append(np.asarray(candidate_song_features, np.float32).reshape(batch, self.k * f))
         return np.concatenate(parts, axis=1)
+
+    def with_song_features(
+        self, base_obs: np.ndarray, candidate_song_features: np.ndarray
+    ) -> np.ndarray:
+        """(B, base size) observations built without features + (B, K, F) -> (B, size)."""
+        base = np.asarray(base_obs, np.float32)
+        features = np.asarray(candidate_song_features, np.float32).reshape(
+            len(base), self.k * self.song_feature_dim
+        )
+        return np.concatenate([base[:, : self.mask_offset + self.k], features], axis=1)
 
     def split(self, obs: Any) -> dict[str, Any]:
         """Inverse of ``build`` for numpy arrays or torch tensors of shape (B, size)."""
-        d, c, k, r = self.latent_dim, self.context_dim, self.k, self.n_betas
+        d, c, k, r, f = (
+            self.latent_dim,
+            self.context_dim,
+            self.k,
+            self.n_betas,
+            self.song_feature_dim,
+        )
         batch = obs.shape[0]
-        offsets = np.cumsum([0, d, d, c, k * d, k * r, k])
-        piece = [obs[:, offsets[i] : offsets[i + 1]] for i in range(6)]
+        offsets = np.cumsum([0, d, d, c, k * d, k * r, k, k * f])
+        piece = [obs[:, offsets[i] : offsets[i + 1]] for i in range(7)]
         return {
             "current_latent": piece[0],
             "user_taste": piece[1],
@@ -107,15 +152,19 @@ class ObservationLayout:
             "candidate_latents": piece[3].reshape(batch, k, d),
             "candidate_relationship": piece[4].reshape(batch, k, r),
             "candidate_mask": piece[5],
+            "candidate_song_features": piece[6].reshape(batch, k, f),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        state: dict[str, Any] = {
             "k": self.k,
             "latent_dim": self.latent_dim,
             "betas": list(self.betas),
             "context_dim": self.context_dim,
         }
+        if self.song_feature_dim:  # absent = 0: layouts saved before song features still match
+            state["song_feature_dim"] = self.song_feature_dim
+        return state
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ObservationLayout:
@@ -124,4 +173,5 @@ class ObservationLayout:
             latent_dim=int(state["latent_dim"]),
             betas=tuple(float(b) for b in state["betas"]),
             context_dim=int(state.get("context_dim", 4)),
+            song_feature_dim=int(state.get("song_feature_dim", 0)),
         )

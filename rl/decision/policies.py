@@ -39,7 +39,8 @@ class DecisionPolicy(Protocol):
 
 def candidate_mask(obs: np.ndarray, layout: ObservationLayout) -> np.ndarray:
     """(B, k) bool: which candidate slots hold a real candidate."""
-    return np.asarray(obs[:, layout.size - layout.k :]) > 0.5
+    start = layout.mask_offset
+    return np.asarray(obs[:, start : start + layout.k]) > 0.5
 
 
 def masked_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -215,3 +216,38 @@ class UniformRandomPolicy:
     def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
         mask = candidate_mask(np.asarray(obs), self.layout)
         return masked_softmax(np.zeros(mask.shape), mask)
+
+
+class EpsilonGreedyPolicy:
+    """The served default: the greedy pick of a learned policy with a small exploration.
+
+    pi(a | s) = (1 - epsilon) * 1{a = argmax base(. | s)} + epsilon / n_valid(s)
+
+    over the valid candidates (ties of the base policy share the greedy mass). Every valid
+    candidate keeps a propensity >= epsilon / k, which is exactly what the simulator and the
+    Scorer log as ``behaviour_logp`` when they draw from these probabilities, so the next
+    round's off-policy estimates and training can weight logged decisions correctly --
+    without sampling a near-uniform policy that wastes listeners.
+    """
+
+    def __init__(self, base: DecisionPolicy, epsilon: float = 0.05, name: str | None = None):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.base = base
+        self.epsilon = float(epsilon)
+        self.layout: ObservationLayout | None = getattr(base, "layout", None)
+        self.name = name or f"{base.name} (greedy, epsilon {self.epsilon:g})"
+        if hasattr(base, "value"):  # the Scorer reports V(s) of policies that have one
+            self.value = base.value
+
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        base = np.asarray(self.base.action_probabilities(obs), np.float64)
+        valid = base > 0
+        if self.layout is not None:
+            valid = candidate_mask(np.asarray(obs), self.layout)
+        valid = valid | ~valid.any(axis=1, keepdims=True)
+        masked = np.where(valid, base, -np.inf)
+        top = valid & (masked >= masked.max(axis=1, keepdims=True))
+        greedy = top / top.sum(axis=1, keepdims=True)
+        explore = valid / valid.sum(axis=1, keepdims=True)
+        return (1.0 - self.epsilon) * greedy + self.epsilon * explore

@@ -264,3 +264,99 @@ def compare_paired_in_simulator(
             )
         )
     return outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# The issue-13 comparison: reward/decision, 60-day minutes and active days, paired
+# ---------------------------------------------------------------------------------------
+METRICS = ("reward_per_decision", "minutes_60d", "active_days_60d")
+"""The per-arm metrics of ``comparison.json``: mean reward per decision, minutes listened
+per user over the window (recommended plays + organic returns), active days per user."""
+
+
+class _OrganicMinutes:
+    """Receives the simulator's log rows like a ``FeedbackLogWriter`` and keeps only the
+    per-user organic minutes (the decision rows are counted from the day's buffer)."""
+
+    def __init__(self, n_users: int) -> None:
+        self.minutes = np.zeros(n_users)
+
+    def append(self, rows) -> int:
+        return 0
+
+    def append_organic(self, rows) -> int:
+        users = np.asarray([int(u[1:]) for u in rows.column("user_id").to_pylist()], np.int64)
+        np.add.at(self.minutes, users, rows.column("minutes").to_numpy())
+        return len(users)
+
+
+def run_population_outcomes(simulator, days: int) -> dict[str, np.ndarray]:
+    """Per-user totals over ``days``: reward, decisions, minutes, active days."""
+    n = simulator.n_users
+    totals = {name: np.zeros(n) for name in ("reward", "decisions", "minutes", "active_days")}
+    organic = _OrganicMinutes(n)
+    durations_min = np.asarray(simulator.corpus.durations_s, np.float64) / 60.0
+    for _ in range(days):
+        day = simulator.run_day(organic).concatenated()  # type: ignore[arg-type]
+        if not day:
+            continue
+        users = day["user"]
+        np.add.at(totals["reward"], users, day["reward"])
+        np.add.at(totals["decisions"], users, 1)
+        np.add.at(totals["minutes"], users, day["listen_fraction"] * durations_min[day["chosen"]])
+        totals["active_days"][np.unique(users)] += 1
+    totals["minutes"] += organic.minutes
+    return totals
+
+
+def paired_comparison(
+    policies: Mapping[str, DecisionPolicy],
+    make_simulator,
+    days: int,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    baselines: tuple[str, ...] = (LOGGING_ARM,),
+    on_arm=None,
+) -> dict[str, dict]:
+    """Every arm on the same population (``make_simulator(policy)``, see
+    ``compare_paired_in_simulator``); returns ``{"arms": {arm: {metric: {"mean", "ci"}}},
+    "differences": {arm: {"vs_<baseline>": {metric: {"mean", "ci"}}}}}`` with 95% paired
+    user-level bootstrap intervals (the same resampled users in every arm)."""
+    missing = [b for b in baselines if b not in policies]
+    if missing:
+        raise ValueError(f"baseline arms {missing} are not among the policies {sorted(policies)}")
+    totals = {}
+    for name, policy in policies.items():
+        totals[name] = run_population_outcomes(make_simulator(policy), days)
+        if on_arm is not None:
+            on_arm(name, totals[name])
+    n = len(next(iter(totals.values()))["reward"])
+    rows = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
+
+    def metric_draws(t: dict[str, np.ndarray], metric: str) -> tuple[float, np.ndarray]:
+        if metric == "reward_per_decision":
+            value = t["reward"].sum() / max(t["decisions"].sum(), 1)
+            draws = t["reward"][rows].sum(1) / np.maximum(t["decisions"][rows].sum(1), 1)
+            return float(value), draws
+        values = t["minutes" if metric == "minutes_60d" else "active_days"]
+        return float(values.mean()), values[rows].mean(1)
+
+    def cell(value: float, draws: np.ndarray) -> dict:
+        low, high = np.percentile(draws, [2.5, 97.5])
+        return {"mean": value, "ci": [float(low), float(high)]}
+
+    draws = {name: {m: metric_draws(t, m) for m in METRICS} for name, t in totals.items()}
+    arms = {name: {m: cell(*draws[name][m]) for m in METRICS} for name in totals}
+    differences: dict[str, dict] = {}
+    for name in totals:
+        differences[name] = {}
+        for base in baselines:
+            if base == name:
+                continue
+            differences[name][f"vs_{base}"] = {
+                m: cell(
+                    draws[name][m][0] - draws[base][m][0], draws[name][m][1] - draws[base][m][1]
+                )
+                for m in METRICS
+            }
+    return {"arms": arms, "differences": differences, "users": n, "days": days}

@@ -135,8 +135,9 @@ class CandidateRewardModel:
     """q(s, a): ridge regression of the reward on per-candidate features.
 
     Features of candidate a in state s: the state part of the observation, the
-    candidate's latent and relationship state, and the products taste*latent and
-    current*latent (affinity terms a linear model cannot form itself).
+    candidate's latent and relationship state, the products taste*latent and
+    current*latent (affinity terms a linear model cannot form itself), and the candidate's
+    song features when the layout carries them.
     """
 
     def __init__(self, layout: ObservationLayout, alpha: float = 1.0) -> None:
@@ -156,6 +157,7 @@ class CandidateRewardModel:
                 parts["candidate_relationship"],
                 latents * parts["user_taste"][:, None, :],
                 latents * parts["current_latent"][:, None, :],
+                parts["candidate_song_features"],  # (B, K, F), F = 0 without a song table
             ],
             axis=2,
         )

@@ -1,36 +1,65 @@
 """``encore compare-policies``: the issue's end-to-end comparison, in one reproducible run.
 
 Where it sits: it chains the whole offline pipeline on a fresh simulated world --
-simulate a log under the myopic logging policy (rl/simulator) -> convert it to RLlib
-offline steps with Ray Data (rl/feedback/offline_steps.py) -> train offline PPO, MARWIL and BC on
-RLlib (train.py) and register them -> off-policy estimates on a held-out log (rl/evaluation/ope.py)
--> every policy run on the *same* simulated population of new users
-(sim_compare.compare_paired_in_simulator), differences to the logging policy with paired
-95% bootstrap intervals -> markdown + PNG.
+simulate a log under the myopic logging policy (rl/simulator) -> fit the per-song feature
+table from that log with Ray Data (rl/longterm/song_table.py) -> convert the log to RLlib
+offline steps whose observations carry each candidate's song features
+(rl/feedback/offline_steps.py) -> train the actor-critic with offline PPO, plus MARWIL and
+BC, on RLlib (rl/training) and register them with the table -> off-policy estimates on a
+held-out log (rl/evaluation/ope.py) -> every arm run on the *same* simulated population
+of new users for ``eval_days`` -> ``comparison.json`` (the issue's shape), markdown, PNG.
 
-A greedy version of the logging policy's own listen model ("myopic greedy") runs as a
-reference arm: it is what a myopic ranker gains from exploiting instead of exploring.
+Arms (stable keys, ``ARM_KEYS``):
+
+* ``logging``: the incumbent myopic policy that wrote the log (softmax, epsilon floor);
+* ``myopic-greedy``: its listen model *refitted on the same log*, taken greedily;
+* ``q-personalised``: the paper's clickiness x (1 + <u, v_i>) fitted on the same log,
+  ranking the same kNN pool;
+* ``actor-critic``: the served default -- the offline-PPO actor-critic of the winning
+  value design, greedy with epsilon exploration (``EpsilonGreedyPolicy``);
+* ``ppo-session`` / ``ppo-return-days``: the two value designs, greedy: the session reward
+  with the song table as input only, and the paper's decomposition, reward + w x
+  listened x <u, v_i> (listened is a draw of P(stream), so its expectation is
+  P(stream) x expected return days);
+* ``bc``, ``marwil``: RLlib's BC and MARWIL on the same observations, greedy.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
 
 from rl import storage
-from rl.decision.policies import DecisionPolicy
-from rl.evaluation.in_simulator import (
-    LOGGING_ARM,
-    Interval,
-    PairedOutcome,
-    compare_paired_in_simulator,
-    difference_cell,
-)
+from rl.decision.observation import ObservationLayout
+from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy, MyopicListenPolicy
+from rl.evaluation.in_simulator import LOGGING_ARM, METRICS, paired_comparison
 from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
 from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions
+from rl.longterm.song_table import FEATURE_NAMES, SongFeatureTable, SongTableConfig
 from rl.registry import ModelRegistry, PolicyScorer
-from rl.training.config import ALGORITHMS, TrainConfig
+from rl.training.config import TrainConfig
+
+MYOPIC_ARM = "myopic-greedy"
+ACTOR_CRITIC_ARM = "actor-critic"
+VALUE_DESIGNS = ("session", "return-days")
+"""How the paper's value enters the actor-critic: ``session`` = the song table as input
+only (the critic sees each candidate's stickiness), ``return-days`` = also the paper's
+decomposition in the reward (immediate + w x listened x expected return days)."""
+ARM_KEYS = (
+    LOGGING_ARM,
+    MYOPIC_ARM,
+    ACTOR_CRITIC_ARM,
+    "q-personalised",
+    "ppo-session",
+    "ppo-return-days",
+    "bc",
+    "marwil",
+)
 
 
 @dataclass(frozen=True)
@@ -47,12 +76,31 @@ class CompareSettings:
     """Days each arm runs (the 60-day outcomes)."""
     seed: int = 0
     bootstrap: int = 1000
-    train: TrainConfig = TrainConfig(iterations=30, train_batch_size=1024)
+    epsilon: float = 0.05
+    """Exploration of the served actor-critic: probability mass spread uniformly. [0, 1]."""
+    return_weight: float = 1.0
+    """w of the ``return-days`` design: reward per expected return day of a stream. >= 0."""
+    default_design: str = "auto"
+    """Value design served as ``actor-critic``: one of VALUE_DESIGNS, or "auto" = the one
+    with the higher DR estimate of reward per decision on the held-out log (never the
+    evaluation users)."""
+    song_table: SongTableConfig = field(default_factory=SongTableConfig)
+    train: TrainConfig = TrainConfig(
+        iterations=30, train_batch_size=1024, lr=1e-3, entropy_coeff=0.0
+    )
 
     def __post_init__(self) -> None:
         for name in ("users", "days", "heldout_users", "eval_users", "eval_days", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.return_weight < 0:
+            raise ValueError(f"return_weight must be >= 0, got {self.return_weight}")
+        if self.default_design not in (*VALUE_DESIGNS, "auto"):
+            raise ValueError(
+                f"default_design must be one of {VALUE_DESIGNS} or 'auto', got {self.default_design!r}"
+            )
 
 
 def _simulate_log(simulator, layout, days: int, log_uri: str) -> int:
@@ -63,27 +111,104 @@ def _simulate_log(simulator, layout, days: int, log_uri: str) -> int:
     return summary.decisions
 
 
-def _to_steps(log_uri: str, steps_uri: str, embedding, layout) -> list[str]:
-    from rl.feedback.offline_steps import write_offline_steps
+def _return_days_column(table: SongFeatureTable, weight: float):
+    """Ray Data batch function: adds ``long_term_reward`` = w x listened x <[1, u], v_i>."""
+    import pyarrow as pa
 
-    write_offline_steps(
-        log_uri,
-        steps_uri,
+    from rl.feedback.offline_steps import EXTRA_REWARD_COLUMN
+
+    def add(batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        taste = batch["user_taste"].combine_chunks().values.to_numpy().reshape(n, -1)
+        chosen = batch["chosen_track_id"].to_numpy(zero_copy_only=False)[:, None]
+        expected = table.candidate_features_by_id(chosen, taste)[:, 0, 2]
+        listened = batch["listened"].to_numpy(zero_copy_only=False).astype(np.float32)
+        return batch.append_column(
+            EXTRA_REWARD_COLUMN, pa.array((weight * listened * expected).astype(np.float32))
+        )
+
+    return add
+
+
+def write_feature_steps(
+    log_uri: str,
+    steps_uri: str,
+    embedding,
+    layout: ObservationLayout,
+    table: SongFeatureTable,
+    return_weight: float | None = None,
+) -> list[str]:
+    """The log as offline steps whose observations carry the song features; with
+    ``return_weight`` the reward gets the paper's long-term term (``_return_days_column``)."""
+    from rl.feedback.log import read_decisions
+    from rl.feedback.offline_steps import decisions_to_offline_steps, write_steps
+
+    decisions = read_decisions(log_uri)
+    if return_weight is not None:
+        decisions = decisions.map_batches(
+            _return_days_column(table, return_weight), batch_format="pyarrow", batch_size=None
+        )
+    steps = decisions_to_offline_steps(
+        decisions,
         embedding.latents,
         [str(t) for t in embedding.track_ids],
         layout,
         num_partitions=4,
+        song_features=table,
     )
+    write_steps(steps, steps_uri, layout)
     return parquet_files(steps_uri)
+
+
+def refit_myopic_greedy(
+    log_uri: str, embedding, layout: ObservationLayout, corpus
+) -> DecisionPolicy:
+    """The logging policy's listen model refitted on the log, taken greedily."""
+    from rl.decision.policies import ListenProbabilityModel
+    from rl.feedback.log import read_decisions_table
+    from rl.feedback.offline_steps import SessionStepBuilder
+
+    base = layout.without_song_features()
+    table = read_decisions_table(log_uri, validate=False)
+    if table.num_rows > 200_000:
+        rows = np.sort(np.random.default_rng(0).choice(table.num_rows, 200_000, replace=False))
+        table = table.take(rows)
+    builder = SessionStepBuilder(embedding.latents, [str(t) for t in embedding.track_ids], base)
+    model = ListenProbabilityModel(base, corpus.latent_scale).fit(
+        builder.observations(table),
+        table["chosen_index"].to_numpy(),
+        table["listened"].to_numpy(zero_copy_only=False),
+    )
+    return MyopicListenPolicy(model, temperature=1e-3, epsilon=0.0, name=MYOPIC_ARM)
+
+
+def fit_q_personalised(log_uri: str, corpus, layout: ObservationLayout, horizon_days: int):
+    """The paper's personalised arm fitted on the same log (a window that fits in it)."""
+    from rl.longterm.fitted_models import ModelConfig, fit_longterm_models
+    from rl.longterm.q_scoring import QScoringPolicy
+
+    models = fit_longterm_models(
+        log_uri,
+        corpus.track_ids,
+        corpus.latents,
+        layout.betas,
+        ModelConfig(horizon_days=horizon_days),
+    )
+    return QScoringPolicy(
+        models.scorers()["personalised"], layout.without_song_features(), corpus.latents
+    )
 
 
 @dataclass
 class ComparisonReport:
-    outcomes: list[PairedOutcome]
+    comparison: dict[str, Any]
     ope: dict[str, OPEEstimate]
     training: dict[str, dict[str, float]]
+    table_summary: dict[str, Any]
+    design: str
     markdown: str
     markdown_uri: str
+    json_uri: str
     plot_uri: str
 
 
@@ -91,7 +216,8 @@ def run_comparison(
     settings: CompareSettings, out_uri: str, progress: Callable[[str], None] = print
 ) -> ComparisonReport:
     """The whole comparison; needs a running Ray (the CLI starts a local one)."""
-    from rl.simulator.real_catalog import build_simulator, default_logging_policy
+    from rl.longterm.song_table import fit_song_table, table_summary
+    from rl.simulator.real_catalog import build_simulator
     from rl.simulator.simulation import Simulator
     from rl.songs.embedding import ensure_song_embedding
     from rl.training.lifecycle import register_run
@@ -99,168 +225,198 @@ def run_comparison(
 
     embedding = ensure_song_embedding()
     built = build_simulator(settings.users, seed=settings.seed)
-    layout, corpus = built.layout, built.corpus
+    base_layout, corpus = built.layout, built.corpus
+    log_uri, heldout_uri = storage.join(out_uri, "log"), storage.join(out_uri, "heldout_log")
     progress(f"simulating the log: {settings.users} users x {settings.days} days")
-    n_logged = _simulate_log(built.simulator, layout, settings.days, storage.join(out_uri, "log"))
+    n_logged = _simulate_log(built.simulator, base_layout, settings.days, log_uri)
     heldout = Simulator(
-        corpus,
-        settings.heldout_users,
-        built.policy,
-        layout,
-        config=built.simulator.config,  # the same calibrated world, other users
-        seed=settings.seed + 7,
-    )
-    _simulate_log(heldout, layout, settings.days, storage.join(out_uri, "heldout_log"))
-    progress(f"converting {n_logged:,} logged decisions with Ray Data")
-    files = _to_steps(
-        storage.join(out_uri, "log"), storage.join(out_uri, "steps"), embedding, layout
-    )
-    heldout_files = _to_steps(
-        storage.join(out_uri, "heldout_log"),
-        storage.join(out_uri, "heldout_steps"),
-        embedding,
-        layout,
-    )
-    registry = ModelRegistry(storage.join(out_uri, "registry"))
-    policies: dict[str, DecisionPolicy] = {LOGGING_ARM: built.policy}
-    policies["myopic greedy (reference)"] = default_logging_policy(
-        layout, corpus, temperature=1e-3, epsilon=0.0
-    )
-    training: dict[str, dict[str, float]] = {}
-    for algo in ALGORITHMS:
-        config = replace(settings.train, algo=algo, seed=settings.seed)
-        progress(f"training {algo} ({config.iterations} iterations)")
-        run = train(config, files, layout, storage.join(out_uri, "runs", algo))
-        entry = register_run(registry, run, config, files, layout)
-        training[algo] = run.final_metrics()
-        module = registry.load_module(entry.version)
-        policies[f"{algo} (greedy)"] = PolicyScorer(module, algo, greedy=True)
-        if algo == "offline-ppo":
-            policies[f"{algo} (sampled)"] = PolicyScorer(module, algo)
-    logged = read_logged_decisions(heldout_files, layout)
-    ope = {}
-    for name, policy in policies.items():
-        estimates = evaluate_policy_offline(
-            policy.action_probabilities(logged.obs),
-            logged.obs,
-            logged.actions,
-            logged.behaviour_logp,
-            logged.rewards,
-            layout,
-            n_bootstrap=settings.bootstrap,
-            seed=settings.seed,
+        corpus, settings.heldout_users, built.policy, base_layout,
+        config=built.simulator.config, seed=settings.seed + 7,
+    )  # fmt: skip
+    _simulate_log(heldout, base_layout, settings.days, heldout_uri)
+
+    progress(f"fitting the song table on {n_logged:,} logged decisions (Ray Data)")
+    table = fit_song_table(log_uri, corpus.latents, corpus.track_ids, settings.song_table)
+    summary = table_summary(table)
+    progress(f"  {summary}")
+    layout = replace(base_layout, song_feature_dim=len(FEATURE_NAMES))
+    steps: dict[str, list[str]] = {}
+    for design in VALUE_DESIGNS:
+        weight = settings.return_weight if design == "return-days" else None
+        steps[design] = write_feature_steps(
+            log_uri, storage.join(out_uri, f"steps-{design}"), embedding, layout, table, weight
         )
-        ope[name] = next(e for e in estimates if e.estimator == "DR")
+    heldout_files = write_feature_steps(
+        heldout_uri, storage.join(out_uri, "heldout_steps"), embedding, layout, table
+    )
+
+    registry = ModelRegistry(storage.join(out_uri, "registry"))
+    trained: dict[str, PolicyScorer] = {}
+    training: dict[str, dict[str, float]] = {}
+    runs = [
+        ("ppo-session", "offline-ppo", "session"),
+        ("ppo-return-days", "offline-ppo", "return-days"),
+    ]
+    runs += [("bc", "bc", "session"), ("marwil", "marwil", "session")]
+    for arm, algo, design in runs:
+        config = replace(settings.train, algo=algo, seed=settings.seed)
+        progress(f"training {arm} ({algo}, {config.iterations} iterations, {design} reward)")
+        run = train(config, steps[design], layout, storage.join(out_uri, "runs", arm))
+        entry = register_run(registry, run, config, steps[design], layout, song_table=table)
+        training[arm] = run.final_metrics()
+        trained[arm] = PolicyScorer(registry.load_module(entry.version), arm, greedy=True)
+        trained[arm].name = arm
+
+    progress("refitting the myopic listen model and the personalised Q-model on the log")
+    policies: dict[str, DecisionPolicy] = {
+        LOGGING_ARM: built.policy,
+        MYOPIC_ARM: refit_myopic_greedy(log_uri, embedding, layout, corpus),
+        "q-personalised": fit_q_personalised(log_uri, corpus, layout, table.horizon_days),
+    }
+    logged = read_logged_decisions(heldout_files, layout)
+
+    def dr(policy: DecisionPolicy) -> OPEEstimate:
+        estimates = evaluate_policy_offline(
+            policy.action_probabilities(logged.obs), logged.obs, logged.actions,
+            logged.behaviour_logp, logged.rewards, layout,
+            n_bootstrap=settings.bootstrap, seed=settings.seed,
+        )  # fmt: skip
+        return next(e for e in estimates if e.estimator == "DR")
+
+    design = settings.default_design
+    if design == "auto":
+        design_ope = {d: dr(trained[f"ppo-{d}"]).value for d in VALUE_DESIGNS}
+        design = max(design_ope, key=lambda d: design_ope[d])
+        progress(f"value design by held-out DR: {design_ope} -> {design}")
+    policies[ACTOR_CRITIC_ARM] = EpsilonGreedyPolicy(
+        trained[f"ppo-{design}"], settings.epsilon, name=ACTOR_CRITIC_ARM
+    )
+    policies.update(trained)
+    ope = {name: dr(policy) for name, policy in policies.items()}
+
     progress(
         f"running {len(policies)} arms on the same {settings.eval_users} new users "
         f"for {settings.eval_days} days"
     )
+    aligned = table.aligned(corpus.track_ids)
 
     def make_simulator(policy):
         return Simulator(
-            corpus,
-            settings.eval_users,
-            policy,
-            layout,
-            config=built.simulator.config,
-            seed=settings.seed + 1000,
+            corpus, settings.eval_users, policy, layout, config=built.simulator.config,
+            seed=settings.seed + 1000, song_features=aligned,
+        )  # fmt: skip
+
+    def on_arm(arm: str, totals: dict[str, np.ndarray]) -> None:
+        rpd = totals["reward"].sum() / max(totals["decisions"].sum(), 1)
+        progress(
+            f"  {arm}: reward/decision {rpd:.3f}, minutes/user {totals['minutes'].mean():.1f}, "
+            f"active days/user {totals['active_days'].mean():.2f}"
         )
 
-    outcomes = compare_paired_in_simulator(
-        policies,
-        make_simulator,
-        settings.eval_days,
-        seed=settings.seed,
-        n_bootstrap=settings.bootstrap,
-        on_arm=lambda arm: progress(f"  simulated arm {arm}"),
+    comparison = paired_comparison(
+        policies, make_simulator, settings.eval_days, seed=settings.seed,
+        n_bootstrap=settings.bootstrap, baselines=(LOGGING_ARM, MYOPIC_ARM), on_arm=on_arm,
+    )  # fmt: skip
+    comparison["ope_dr_reward_per_decision"] = {
+        name: {"mean": e.value, "ci": [e.ci_low, e.ci_high]} for name, e in ope.items()
+    }
+    comparison["settings"] = {
+        "users": settings.users, "days": settings.days, "heldout_users": settings.heldout_users,
+        "eval_users": settings.eval_users, "eval_days": settings.eval_days, "seed": settings.seed,
+        "epsilon": settings.epsilon, "return_weight": settings.return_weight,
+        "actor_critic_design": design, "train": settings.train.to_dict(),
+        "song_table": summary,
+    }  # fmt: skip
+    markdown = comparison_markdown(
+        settings, n_logged, len(logged.rewards), comparison, ope, training, design
     )
-    markdown = comparison_markdown(settings, n_logged, len(logged.rewards), outcomes, ope, training)
     markdown_uri = storage.join(out_uri, "comparison.md")
+    json_uri = storage.join(out_uri, "comparison.json")
     plot_uri = storage.join(out_uri, "comparison.png")
     storage.write_bytes(markdown_uri, markdown.encode("utf-8"))
-    storage.write_bytes(plot_uri, comparison_plot(outcomes))
-    return ComparisonReport(outcomes, ope, training, markdown, markdown_uri, plot_uri)
+    storage.write_bytes(json_uri, json.dumps(comparison, indent=1).encode("utf-8"))
+    storage.write_bytes(plot_uri, comparison_plot(comparison))
+    return ComparisonReport(
+        comparison, ope, training, summary, design, markdown, markdown_uri, json_uri, plot_uri
+    )
 
 
-def comparison_markdown(settings, n_logged, n_heldout, outcomes, ope, training) -> str:
+def _cell(value: dict[str, Any], digits: int = 3) -> str:
+    low, high = value["ci"]
+    star = " *" if low > 0 or high < 0 else ""
+    return f"{value['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]{star}"
+
+
+def comparison_markdown(settings, n_logged, n_heldout, comparison, ope, training, design) -> str:
     t = settings.train
     lines = [
-        "# Offline PPO vs the logging policy, MARWIL and BC",
+        "# The actor-critic with learned song features vs the myopic and Q-score arms",
         "",
         f"Log: {settings.users} users x {settings.days} days under the logging policy "
         f"({n_logged:,} decisions); held-out log: {settings.heldout_users} other users "
-        f"({n_heldout:,} decisions). Training: {t.iterations} iterations x "
-        f"{t.updates_per_iteration} updates x batch {t.train_batch_size}, clip {t.clip}, "
-        f"gamma {t.gamma}, lambda {t.lambda_}, seed {settings.seed}.",
+        f"({n_heldout:,} decisions). Song table fitted on the log "
+        f"({comparison['settings']['song_table']}). Training: {t.iterations} iterations x "
+        f"{t.updates_per_iteration} updates x batch {t.train_batch_size}, lr {t.lr}, clip {t.clip}, "
+        f"entropy {t.entropy_coeff}, gamma {t.gamma}, lambda {t.lambda_}, seed {settings.seed}. "
+        f"actor-critic = ppo-{design} greedy with epsilon {settings.epsilon}; return weight "
+        f"{settings.return_weight}.",
         "",
         f"Simulator: every arm runs on the same {settings.eval_users} new users for "
-        f"{settings.eval_days} days (paired design); 95% user-level bootstrap intervals, "
-        "the same resampled users in both arms of a difference. `*` = the interval of the "
-        "difference excludes zero. OPE (DR) = doubly-robust estimate of reward per decision "
-        "on the held-out log.",
+        f"{settings.eval_days} days (paired); 95% user-level bootstrap intervals, `*` = the "
+        "interval excludes zero. OPE (DR) = doubly-robust reward per decision on the held-out log.",
         "",
-        "| arm | decisions | reward/decision | vs logging | OPE (DR) | "
-        f"reward/user ({settings.eval_days} d) | vs logging | active days/user | streams/user |",
-        "|---|---:|---|---|---|---|---|---|---|",
+        "| arm | reward/decision | vs logging | vs myopic-greedy | OPE (DR) | "
+        f"minutes/user ({settings.eval_days} d) | vs logging | vs myopic-greedy | "
+        "active days/user | vs myopic-greedy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
-        ope_text = estimate_cell(ope.get(o.arm))
+    for arm, metrics in comparison["arms"].items():
+        diffs = comparison["differences"].get(arm, {})
+
+        def diff(base: str, metric: str, digits: int = 3, diffs: dict = diffs) -> str:
+            d = diffs.get(f"vs_{base}")
+            return _cell(d[metric], digits) if d else "-"
+
         lines.append(
-            f"| {o.arm} | {o.decisions:,} | {o.reward_per_decision} | "
-            f"{difference_cell(o.reward_per_decision_vs_logging)} | {ope_text} | {o.reward_per_user} | "
-            f"{difference_cell(o.reward_per_user_vs_logging)} | {o.active_days_per_user} | "
-            f"{o.streams_per_user} |"
+            f"| {arm} | {_cell(metrics['reward_per_decision'])} | "
+            f"{diff('logging', 'reward_per_decision')} | {diff(MYOPIC_ARM, 'reward_per_decision')} | "
+            f"{estimate_cell(ope.get(arm))} | {_cell(metrics['minutes_60d'], 1)} | "
+            f"{diff('logging', 'minutes_60d', 1)} | {diff(MYOPIC_ARM, 'minutes_60d', 1)} | "
+            f"{_cell(metrics['active_days_60d'], 2)} | {diff(MYOPIC_ARM, 'active_days_60d', 2)} |"
         )
     lines += ["", "Training (last iteration):", ""]
-    for algo, m in training.items():
-        keys = [
-            k
-            for k in (
-                "final_policy_loss",
-                "final_vf_loss",
-                "final_entropy",
-                "final_mean_ratio",
-                "final_clip_fraction",
-            )
-            if k in m
-        ]
+    for arm, m in training.items():
+        keys = [k for k in ("final_policy_loss", "final_vf_loss", "final_entropy") if k in m]
         lines.append(
-            f"- {algo}: "
+            f"- {arm}: "
             + ", ".join(f"{k[6:]} {m[k]:.4f}" for k in keys)
             + f", {m['samples_per_s']:,.0f} samples/s, {m['train_seconds']:.0f} s"
         )
     return "\n".join(lines) + "\n"
 
 
-def comparison_plot(outcomes: list[PairedOutcome]) -> bytes:
+def comparison_plot(comparison: dict[str, Any]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Every arm but the logging one has both differences (compare_paired_in_simulator).
-    diffs: list[tuple[str, Interval, Interval]] = [
-        (o.arm, o.reward_per_decision_vs_logging, o.reward_per_user_vs_logging)
-        for o in outcomes
-        if o.reward_per_decision_vs_logging is not None and o.reward_per_user_vs_logging is not None
-    ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, values, title in (
-        (axes[0], [d[1] for d in diffs], "reward per decision minus logging"),
-        (axes[1], [d[2] for d in diffs], "reward per user minus logging"),
-    ):
+    arms = [a for a in comparison["arms"] if f"vs_{MYOPIC_ARM}" in comparison["differences"][a]]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(14, 4.2))
+    for ax, metric in zip(axes, METRICS, strict=True):
+        cells = [comparison["differences"][a][f"vs_{MYOPIC_ARM}"][metric] for a in arms]
+        means = [c["mean"] for c in cells]
         ax.errorbar(
-            range(len(values)),
-            [v.value for v in values],
-            yerr=[[v.value - v.low for v in values], [v.high - v.value for v in values]],
+            range(len(arms)),
+            means,
+            yerr=[[m - c["ci"][0] for m, c in zip(means, cells, strict=True)],
+                  [c["ci"][1] - m for m, c in zip(means, cells, strict=True)]],
             fmt="o",
             capsize=4,
-        )
+        )  # fmt: skip
         ax.axhline(0.0, color="grey", lw=1)
-        ax.set_xticks(
-            range(len(values)), [d[0] for d in diffs], rotation=30, ha="right", fontsize=8
-        )
-        ax.set_title(f"Simulator (paired): {title}, 95% CI", fontsize=9)
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{metric} minus myopic-greedy (paired, 95% CI)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -26,7 +26,7 @@ shuffle), so a session split across files or days is still one episode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,13 @@ class SessionStepBuilder:
         layout: ObservationLayout,
         reward_config: RewardConfig | None = None,
         unknown_tracks: str = "error",
+        song_features: Any | None = None,
     ) -> None:
+        """``song_features``: a ``SongFeatureTable`` (rl/longterm/song_table.py) that fills
+        the layout's per-candidate song features (needed when ``song_feature_dim > 0``)."""
+        if layout.song_feature_dim and song_features is None:
+            raise ValueError("the layout has song features: pass song_features")
+        self.song_features = song_features
         if unknown_tracks not in UNKNOWN_TRACK_POLICIES:
             raise ValueError(
                 f"unknown_tracks must be one of {UNKNOWN_TRACK_POLICIES}, got {unknown_tracks!r}"
@@ -130,7 +136,15 @@ class SessionStepBuilder:
         from rl.decision.observation import encode_context
 
         context = encode_context(table["hour"].to_numpy(), table["weekday"].to_numpy())
-        return layout.build(current, taste, context, candidate_latents, relationship, mask)
+        features = None
+        if layout.song_feature_dim:
+            candidate_ids = np.full((n, k), "", dtype=object)
+            candidate_ids[row, slot] = candidates.values.to_numpy(zero_copy_only=False)
+            features = self.song_features.candidate_features_by_id(candidate_ids, taste)
+            features = features * mask[..., None]
+        return layout.build(
+            current, taste, context, candidate_latents, relationship, mask, features
+        )
 
     def __call__(self, session: pa.Table) -> pa.Table:
         """One or more whole sessions -> their step rows, ordered by (session, position)."""
@@ -182,13 +196,14 @@ def decisions_to_offline_steps(
     reward_config: RewardConfig | None = None,
     unknown_tracks: str = "error",
     num_partitions: int | None = None,
+    song_features: Any | None = None,
 ) -> ray.data.Dataset:
     """Decision rows (``read_decisions``) -> RLlib row-per-step offline rows.
 
     ``num_partitions`` is the shuffle's partition count (Ray's default when None; a small
-    number keeps small logs fast)."""
+    number keeps small logs fast). ``song_features``: see ``SessionStepBuilder``."""
     builder = SessionStepBuilder(
-        embedding_latents, track_ids, layout, reward_config, unknown_tracks
+        embedding_latents, track_ids, layout, reward_config, unknown_tracks, song_features
     )
 
     def session_steps(session: pa.Table) -> pa.Table:  # map_groups wants a named function

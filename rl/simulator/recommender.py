@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,15 @@ def retrieve_candidates(
     return np.where(valid, rows, -1)
 
 
+class SongFeatureSource(Protocol):
+    """Per-candidate song features learned from logs (rl/longterm/song_table.py), indexed
+    by corpus row (``SongFeatureTable.aligned(corpus.track_ids)``)."""
+
+    def candidate_features(self, rows: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """(B, K) corpus rows and (B, D) tastes -> (B, K, F)."""
+        ...
+
+
 def build_observations(
     layout: ObservationLayout,
     corpus: Corpus,
@@ -48,11 +58,20 @@ def build_observations(
     weekday: np.ndarray | int,
     candidates: np.ndarray,  # (B, K) rows, -1 padding
     relationship: np.ndarray,  # (B, K, R)
+    song_features: SongFeatureSource | None = None,
 ) -> np.ndarray:
-    """(B, layout.size) float32 observations; padded candidates get zero features."""
+    """(B, layout.size) float32 observations; padded candidates get zero features.
+
+    ``song_features`` fills the layout's per-candidate song features (needed when
+    ``layout.song_feature_dim > 0``)."""
     mask = candidates >= 0
     candidate_latents = corpus.latents[np.maximum(candidates, 0)] * mask[..., None]
     weekday = np.broadcast_to(np.asarray(weekday), hour.shape)
+    features = None
+    if layout.song_feature_dim:
+        if song_features is None:
+            raise ValueError("the layout has song features: pass song_features")
+        features = song_features.candidate_features(candidates, taste) * mask[..., None]
     return layout.build(
         current_latent=corpus.latents[current],
         user_taste=taste,
@@ -60,6 +79,7 @@ def build_observations(
         candidate_latents=candidate_latents,
         candidate_relationship=relationship * mask[..., None],
         candidate_mask=mask,
+        candidate_song_features=features,
     )
 
 

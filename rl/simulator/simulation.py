@@ -41,7 +41,12 @@ from rl.simulator.metrics import (
     RunSummary,
     organic_table,
 )
-from rl.simulator.recommender import build_observations, decide, retrieve_candidates
+from rl.simulator.recommender import (
+    SongFeatureSource,
+    build_observations,
+    decide,
+    retrieve_candidates,
+)
 from rl.simulator.user import (
     UserState,
     end_of_day,
@@ -104,6 +109,9 @@ class Simulator:
     config, reward_config : simulator and reward parameters.
     seed : seed of the one random generator.
     policy_versions : version string logged per arm (default: the policy's ``name``).
+    song_features : per-candidate song features by corpus row, for a layout with
+        ``song_feature_dim > 0`` (rl/longterm/song_table.py); policies built for the layout
+        without them read the same observation (the features sit after the mask).
     """
 
     def __init__(
@@ -117,8 +125,12 @@ class Simulator:
         reward_config: RewardConfig | None = None,
         seed: int = 0,
         policy_versions: Mapping[str, str] | None = None,
+        song_features: SongFeatureSource | None = None,
     ) -> None:
         self.layout = layout or ObservationLayout(latent_dim=corpus.latent_dim)
+        if self.layout.song_feature_dim and song_features is None:
+            raise ValueError("the layout has song features: pass song_features")
+        self.song_features = song_features
         if self.layout.latent_dim != corpus.latent_dim:
             raise ValueError(
                 f"layout.latent_dim={self.layout.latent_dim} but the corpus latents are {corpus.latent_dim}-d"
@@ -262,8 +274,9 @@ class Simulator:
             relationship = relationship_of(state, users, candidates, day, self.betas)
             taste = state.taste[users]
             obs = build_observations(
-                self.layout, corpus, current, taste, hour, weekday, candidates, relationship
-            )
+                self.layout, corpus, current, taste, hour, weekday, candidates, relationship,
+                self.song_features,
+            )  # fmt: skip
             arm = self.user_arm[users]
             decisions = decide(self.policies, arm, obs, rng)
             rows = np.arange(len(users))

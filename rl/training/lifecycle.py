@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import Any
 
 from rl import paths, storage
 from rl.decision.observation import ObservationLayout
@@ -39,6 +40,7 @@ def train_and_register(
     on_iteration: Callable[[IterationReport], None] | None = None,
     seen_paths: list[str] | None = None,
     resume_run: bool = False,
+    song_table: Any | None = None,
 ) -> ModelVersion:
     """Train on ``data_files`` (parquet URIs) and register the result as a new version.
 
@@ -60,7 +62,7 @@ def train_and_register(
         on_iteration=on_iteration,
         resume_run=resume_run,
     )
-    return register_run(registry, run, config, data_files, layout, parent, seen_paths)
+    return register_run(registry, run, config, data_files, layout, parent, seen_paths, song_table)
 
 
 def register_run(
@@ -71,8 +73,10 @@ def register_run(
     layout: ObservationLayout,
     parent: str | None = None,
     seen_paths: list[str] | None = None,
+    song_table: Any | None = None,
 ) -> ModelVersion:
-    """Register a finished training run: checkpoint, config, data read, metrics, history."""
+    """Register a finished training run: checkpoint, config, data read, metrics, history,
+    and the ``SongFeatureTable`` its observations were built with (if any)."""
     return registry.register(
         run.checkpoint_uri,
         algo=config.algo,
@@ -86,6 +90,7 @@ def register_run(
         metrics=run.final_metrics(),
         parent=parent,
         history=[{**asdict(r), "samples_per_s": r.samples_per_s} for r in run.history],
+        song_table=song_table,
     )
 
 
@@ -129,4 +134,6 @@ def finetune_production(
         seen_paths=sorted(
             set(parent.data.get("paths", [])) | set(parent.data.get("seen_paths", []))
         ),
+        # The child reads observations built with the parent's table (same features).
+        song_table=registry.load_song_table(production),
     )

@@ -5,7 +5,9 @@ MARWIL, BC), the registry stores its checkpoint, and ``rl.registry.PolicyScorer`
 as plain torch in the simulator and the served Scorer.
 
 Actor: one shared MLP scores every candidate from
-``[current latent, user taste, context, candidate latent, candidate relationship state]``;
+``[current latent, user taste, context, candidate latent, candidate relationship state,
+candidate song features]`` (the last: what the logs revealed about the song --
+clickiness, stickiness, popularity -- when the layout has ``song_feature_dim > 0``);
 the k scores are the logits of a categorical over candidates, padded candidates
 (``candidate_mask == 0``) get a logit of -1e9 so their probability is exactly 0.
 Sharing the scorer across candidates makes the policy permutation-equivariant: it ranks
@@ -86,7 +88,14 @@ class CandidateActorCriticModule(TorchRLModule, ValueFunctionAPI):
         """obs (B, size) -> state (B, S), candidates (B, K, Cd), mask (B, K) bool."""
         parts = self.layout.split(obs)
         state = torch.cat([parts["current_latent"], parts["user_taste"], parts["context"]], dim=1)
-        candidates = torch.cat([parts["candidate_latents"], parts["candidate_relationship"]], dim=2)
+        candidates = torch.cat(
+            [
+                parts["candidate_latents"],
+                parts["candidate_relationship"],
+                parts["candidate_song_features"],
+            ],
+            dim=2,
+        )
         mask = parts["candidate_mask"] > 0.5
         # A row without any real candidate would give NaN probabilities; treat all slots
         # as real instead (such rows carry no decision and never reach serving).

@@ -1,0 +1,415 @@
+"""What the logs reveal about each song: the per-song feature table the actor-critic reads.
+
+Where it sits: fitted from a feedback log (written by the simulator or the service) with
+Ray Data, saved into the registry version of the policy trained with it (so the table and
+the weights are swapped together), and read per candidate wherever an observation is built
+(the simulator, the offline-step converter, the served Scorer): the last
+``song_feature_dim`` entries of each candidate in ``ObservationLayout``.
+
+Why: within a kNN candidate set most of the variance of a listen is per song -- how often
+a song is tried once shown, how often people come back to it -- and the audio latents do
+not predict it; only the logs do. Per song i the table holds
+
+* ``clickiness_logit``: log-odds of the shrunken listen rate on logged impressions,
+  (listens_i + κ p̄) / (impressions_i + κ), minus the log-odds of p̄ (0 = an average song);
+* ``stickiness`` S_i: the paper's unpersonalised shrunken mean of organic return days in
+  the ``horizon_days`` - 1 days after a discovery, (Σ y + κ S̄) / (n_i + κ);
+* ``stickiness_vectors`` v_i: the paper's eq. 15 on u = [1, taste at discovery],
+  v_i = (UᵀU + λI)⁻¹(Uᵀy + λ v̄), v̄ the pooled fit, so ⟨u, v_i⟩ is the return days
+  expected of the user at hand;
+* ``popularity``: log(1 + streams from recommendations) in the log.
+
+Songs the table does not know (new releases, songs never shown) get the priors: logit 0,
+S̄, v̄, popularity 0 -- the cold start. Observations carry
+``candidate_features`` = [clickiness_logit, S_i, ⟨[1, u], v_i⟩ clipped to the window,
+popularity] (``FEATURE_NAMES``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from rl import storage
+from rl.longterm.stickiness import shrunken_ridge, with_intercept
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "clickiness_logit",
+    "stickiness",
+    "personal_return_days",
+    "popularity",
+)
+"""The per-candidate features, in observation order."""
+TABLE_FILE = "song_table.parquet"
+META_FILE = "song_table.json"
+
+
+@dataclass(frozen=True)
+class SongTableConfig:
+    """How the table is fitted."""
+
+    horizon_days: int | None = None
+    """Return window of a discovery in days (the discovery day + horizon - 1 later days).
+    None: min(60, half the log's days), so a short log still has discoveries whose whole
+    window it saw. >= 2."""
+    clickiness_shrinkage: float = 20.0
+    """κ of the listen rate: pseudo-impressions at the overall rate. > 0."""
+    stickiness_l2: float = 20.0
+    """λ of the stickiness vectors' pull toward the pooled vector, in discoveries. > 0."""
+    mean_shrinkage: float = 20.0
+    """κ of the unpersonalised S_i: pseudo-discoveries at the overall mean. > 0."""
+    return_source: str = "organic"
+    """Return days counted: "organic" (unrecommended listens; default, see
+    ``stickiness.discovery_dataset``) or "any"."""
+
+    def __post_init__(self) -> None:
+        if self.horizon_days is not None and self.horizon_days < 2:
+            raise ValueError(f"horizon_days must be >= 2 or None, got {self.horizon_days}")
+        for name in ("clickiness_shrinkage", "stickiness_l2", "mean_shrinkage"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.return_source not in ("any", "organic"):
+            raise ValueError(
+                f"return_source must be 'any' or 'organic', got {self.return_source!r}"
+            )
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+class SongFeatureTable:
+    """Per-song features with priors for unknown songs (see the module docstring)."""
+
+    def __init__(
+        self,
+        track_ids: np.ndarray,  # (N,)
+        impressions: np.ndarray,  # (N,)
+        listens: np.ndarray,  # (N,)
+        clickiness_logit: np.ndarray,  # (N,)
+        stickiness: np.ndarray,  # (N,)
+        stickiness_vectors: np.ndarray,  # (N, 1 + D)
+        discoveries: np.ndarray,  # (N,)
+        prior_stickiness: float,
+        prior_vector: np.ndarray,  # (1 + D,)
+        horizon_days: int,
+    ) -> None:
+        self.track_ids = np.asarray(track_ids).astype(str)
+        self.impressions = np.asarray(impressions, np.int64)
+        self.listens = np.asarray(listens, np.int64)
+        self.clickiness_logit = np.asarray(clickiness_logit, np.float32)
+        self.stickiness = np.asarray(stickiness, np.float32)
+        self.stickiness_vectors = np.asarray(stickiness_vectors, np.float32)
+        self.discoveries = np.asarray(discoveries, np.int64)
+        self.prior_stickiness = float(prior_stickiness)
+        self.prior_vector = np.asarray(prior_vector, np.float32)
+        self.horizon_days = int(horizon_days)
+        self.popularity = np.log1p(self.listens).astype(np.float32)
+        self._index = pd.Index(self.track_ids)
+        n = len(self.track_ids)
+        for name in ("impressions", "listens", "clickiness_logit", "stickiness", "discoveries"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} rows for {n} songs")
+        if self.stickiness_vectors.shape != (n, len(self.prior_vector)):
+            raise ValueError(
+                f"stickiness_vectors must be ({n}, {len(self.prior_vector)}), "
+                f"got {self.stickiness_vectors.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.track_ids)
+
+    @property
+    def taste_dim(self) -> int:
+        return len(self.prior_vector) - 1
+
+    def rows_of(self, track_ids: np.ndarray) -> np.ndarray:
+        """Any-shaped track ids -> table rows, -1 for songs the table does not know."""
+        ids = np.asarray(track_ids).astype(str)
+        return self._index.get_indexer(ids.ravel()).reshape(ids.shape)
+
+    def aligned(self, track_ids: np.ndarray) -> SongFeatureTable:
+        """The table re-ordered to ``track_ids`` (e.g. a catalog's rows); songs it does not
+        know get the priors, so a row index into ``track_ids`` is a row index here."""
+        rows = self.rows_of(track_ids)
+        known = rows >= 0
+        safe = np.maximum(rows, 0)
+
+        def take(values: np.ndarray, prior: Any) -> np.ndarray:
+            picked = values[safe].copy()
+            picked[~known] = prior
+            return picked
+
+        return SongFeatureTable(
+            track_ids=np.asarray(track_ids).astype(str),
+            impressions=take(self.impressions, 0),
+            listens=take(self.listens, 0),
+            clickiness_logit=take(self.clickiness_logit, 0.0),
+            stickiness=take(self.stickiness, self.prior_stickiness),
+            stickiness_vectors=take(self.stickiness_vectors, self.prior_vector),
+            discoveries=take(self.discoveries, 0),
+            prior_stickiness=self.prior_stickiness,
+            prior_vector=self.prior_vector,
+            horizon_days=self.horizon_days,
+        )
+
+    def candidate_features(
+        self,
+        rows: np.ndarray,  # (B, K) table rows, -1 = unknown song (gets the priors)
+        taste: np.ndarray,  # (B, D) the user's taste
+    ) -> np.ndarray:
+        """(B, K, len(FEATURE_NAMES)) float32 features of each candidate for its user."""
+        rows = np.asarray(rows, np.int64)
+        known = rows >= 0
+        safe = np.maximum(rows, 0)
+        click = np.where(known, self.clickiness_logit[safe], 0.0)
+        sticky = np.where(known, self.stickiness[safe], self.prior_stickiness)
+        vectors = np.where(known[..., None], self.stickiness_vectors[safe], self.prior_vector)
+        user = with_intercept(np.asarray(taste, np.float64)[:, : self.taste_dim])  # (B, 1 + D)
+        personal = np.clip((vectors * user[:, None, :]).sum(-1), 0.0, self.horizon_days - 1)
+        popularity = np.where(known, self.popularity[safe], 0.0)
+        return np.stack([click, sticky, personal, popularity], axis=-1).astype(np.float32)
+
+    def candidate_features_by_id(self, track_ids: np.ndarray, taste: np.ndarray) -> np.ndarray:
+        """(B, K) track ids ("" for padding) -> (B, K, F) features (the served lookup)."""
+        return self.candidate_features(self.rows_of(track_ids), taste)
+
+    # -- persistence ---------------------------------------------------------------------
+    def to_arrow(self) -> pa.Table:
+        return pa.table(
+            {
+                "track_id": pa.array(self.track_ids, pa.string()),
+                "impressions": pa.array(self.impressions),
+                "listens": pa.array(self.listens),
+                "clickiness_logit": pa.array(self.clickiness_logit),
+                "stickiness": pa.array(self.stickiness),
+                "discoveries": pa.array(self.discoveries),
+                "stickiness_vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(self.stickiness_vectors.reshape(-1)), len(self.prior_vector)
+                ),
+            }
+        )
+
+    def save(self, directory_uri: str) -> None:
+        """Write ``song_table.parquet`` and ``song_table.json`` (priors) under the folder."""
+        import pyarrow.parquet as pq
+
+        filesystem, path = storage.resolve(storage.join(directory_uri, TABLE_FILE))
+        filesystem.create_dir(storage.resolve(directory_uri)[1], recursive=True)
+        with filesystem.open_output_stream(path) as stream:
+            pq.write_table(self.to_arrow(), stream)
+        storage.write_json(
+            storage.join(directory_uri, META_FILE),
+            {
+                "feature_names": list(FEATURE_NAMES),
+                "prior_stickiness": self.prior_stickiness,
+                "prior_vector": self.prior_vector.tolist(),
+                "horizon_days": self.horizon_days,
+                "songs": len(self),
+            },
+        )
+
+    @classmethod
+    def load(cls, directory_uri: str) -> SongFeatureTable:
+        import pyarrow.parquet as pq
+
+        meta = storage.read_json(storage.join(directory_uri, META_FILE))
+        if tuple(meta["feature_names"]) != FEATURE_NAMES:
+            raise ValueError(
+                f"song table at {directory_uri} has features {meta['feature_names']}, "
+                f"this code reads {list(FEATURE_NAMES)}"
+            )
+        filesystem, path = storage.resolve(storage.join(directory_uri, TABLE_FILE))
+        with filesystem.open_input_file(path) as stream:
+            table = pq.read_table(stream)
+        width = len(meta["prior_vector"])
+        vectors = table["stickiness_vector"].combine_chunks().flatten().to_numpy()
+        return cls(
+            track_ids=table["track_id"].to_numpy(zero_copy_only=False),
+            impressions=table["impressions"].to_numpy(),
+            listens=table["listens"].to_numpy(),
+            clickiness_logit=table["clickiness_logit"].to_numpy(),
+            stickiness=table["stickiness"].to_numpy(),
+            stickiness_vectors=vectors.reshape(-1, width),
+            discoveries=table["discoveries"].to_numpy(),
+            prior_stickiness=float(meta["prior_stickiness"]),
+            prior_vector=np.asarray(meta["prior_vector"], np.float32),
+            horizon_days=int(meta["horizon_days"]),
+        )
+
+    @staticmethod
+    def exists(directory_uri: str) -> bool:
+        return storage.exists(storage.join(directory_uri, META_FILE))
+
+
+# ---------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------
+def fit_song_table_arrays(
+    impression_track_ids: np.ndarray,  # (M,) songs with impressions
+    impressions: np.ndarray,  # (M,)
+    listens: np.ndarray,  # (M,)
+    discovery_track_ids: np.ndarray,  # (n,) one per discovery
+    discovery_taste: np.ndarray,  # (n, D) taste at discovery
+    discovery_return_days: np.ndarray,  # (n,)
+    horizon_days: int,
+    config: SongTableConfig,
+) -> SongFeatureTable:
+    """The numerical core: aggregated impressions + discoveries -> the table (no Ray)."""
+    impression_ids = np.asarray(impression_track_ids).astype(str)
+    discovery_ids = np.asarray(discovery_track_ids).astype(str)
+    track_ids = np.union1d(impression_ids, discovery_ids)
+    index = pd.Index(track_ids)
+    n = len(track_ids)
+    shown = np.zeros(n, np.int64)
+    hits = np.zeros(n, np.int64)
+    rows = index.get_indexer(impression_ids)
+    np.add.at(shown, rows, np.asarray(impressions, np.int64))
+    np.add.at(hits, rows, np.asarray(listens, np.int64))
+    overall = hits.sum() / max(shown.sum(), 1) if shown.sum() else 0.5
+    kappa = config.clickiness_shrinkage
+    rate = (hits + kappa * overall) / (shown + kappa)
+    clickiness_logit = _logit(rate) - _logit(overall)
+
+    items = index.get_indexer(discovery_ids)
+    y = np.asarray(discovery_return_days, np.float64)
+    taste = np.asarray(discovery_taste, np.float64)
+    dim = taste.shape[1] if taste.ndim == 2 and taste.shape[1] else 0
+    features = with_intercept(taste.reshape(len(y), dim))
+    if len(y):
+        pooled = shrunken_ridge(
+            features, y, np.zeros(len(y), np.int64), 1, 1e-3, np.zeros(features.shape[1])
+        )[0]
+        pooled_mean = float(y.mean())
+    else:  # no discovery with a whole window in the log: nothing is known of returns
+        pooled, pooled_mean = np.zeros(features.shape[1]), 0.0
+    vectors = shrunken_ridge(features, y, items, n, config.stickiness_l2, pooled)
+    counts = np.bincount(items, minlength=n)
+    sums = np.bincount(items, weights=y, minlength=n)
+    stickiness = (sums + config.mean_shrinkage * pooled_mean) / (counts + config.mean_shrinkage)
+    return SongFeatureTable(
+        track_ids=track_ids,
+        impressions=shown,
+        listens=hits,
+        clickiness_logit=clickiness_logit,
+        stickiness=stickiness,
+        stickiness_vectors=vectors,
+        discoveries=counts,
+        prior_stickiness=pooled_mean,
+        prior_vector=pooled,
+        horizon_days=horizon_days,
+    )
+
+
+def _impressions_with_ray_data(log_uri: str, num_partitions: int = 8) -> pd.DataFrame:
+    """Per chosen song: impressions and listens, aggregated by Ray Data."""
+    from ray.data.aggregate import Count, Sum
+
+    from rl.feedback.log import read_decisions
+
+    dataset = read_decisions(log_uri).select_columns(["chosen_track_id", "listened"])
+    dataset = dataset.map_batches(
+        lambda b: {"chosen_track_id": b["chosen_track_id"], "listened": b["listened"].astype(int)},
+        batch_format="numpy",
+    )
+    # A few shuffle partitions: per-song counts are small, Ray's default 200 costs ~1 min.
+    grouped = dataset.groupby("chosen_track_id", num_partitions=num_partitions).aggregate(
+        Count(alias_name="impressions"), Sum("listened", alias_name="listens")
+    )
+    return grouped.to_pandas()
+
+
+def _impressions_in_process(log_uri: str) -> pd.DataFrame:
+    from rl.feedback.log import read_decisions_table
+
+    frame = (
+        read_decisions_table(log_uri, validate=False)
+        .select(["chosen_track_id", "listened"])
+        .to_pandas()
+    )
+    grouped = frame.groupby("chosen_track_id")["listened"].agg(["size", "sum"])
+    return pd.DataFrame(
+        {
+            "chosen_track_id": grouped.index.to_numpy(),
+            "impressions": grouped["size"].to_numpy(),
+            "listens": grouped["sum"].to_numpy(),
+        }
+    )
+
+
+def fit_song_table(
+    log_uri: str,
+    item_latents: np.ndarray,  # (N, D) catalog latents (the taste fallback's vocabulary)
+    track_ids: np.ndarray,  # (N,) catalog track ids
+    config: SongTableConfig | None = None,
+    engine: str = "ray",
+) -> SongFeatureTable:
+    """Fit the table from a feedback log: impressions and listen days with Ray Data
+    (``engine="ray"``; ``"pyarrow"`` in-process for small logs), then the numpy core."""
+    from rl.feedback.log import read_decisions_table
+    from rl.longterm.listen_days import listen_days_from_log
+    from rl.longterm.stickiness import discovery_dataset
+    from rl.longterm.taste import LoggedTaste, TasteModel
+
+    config = config or SongTableConfig()
+    if engine not in ("ray", "pyarrow"):
+        raise ValueError(f"engine must be 'ray' or 'pyarrow', got {engine!r}")
+    counts = (
+        _impressions_with_ray_data(log_uri) if engine == "ray" else _impressions_in_process(log_uri)
+    )
+    track_ids = np.asarray(track_ids, dtype=object)
+    listen_days = listen_days_from_log(log_uri, track_ids=track_ids, engine=engine)
+    log_days = listen_days.end_day
+    horizon = config.horizon_days or max(2, min(60, log_days // 2))
+    logged = (
+        read_decisions_table(log_uri, validate=False)
+        .select(["user_id", "day", "user_taste"])
+        .to_pandas()
+    )
+    user_codes = pd.Index(listen_days.user_ids).get_indexer(logged["user_id"].to_numpy())
+    known = user_codes >= 0
+    history = TasteModel().fit(listen_days, item_latents)
+    taste = LoggedTaste(history).fit(
+        user_codes[known],
+        logged["day"].to_numpy()[known],
+        np.stack(logged["user_taste"].to_numpy()[known])
+        if known.any()
+        else np.zeros((0, item_latents.shape[1])),
+    )
+    discoveries = discovery_dataset(
+        listen_days, taste, horizon, end_day=log_days, return_source=config.return_source
+    )
+    return fit_song_table_arrays(
+        counts["chosen_track_id"].to_numpy(),
+        counts["impressions"].to_numpy(),
+        counts["listens"].to_numpy(),
+        np.asarray(listen_days.track_ids)[discoveries.item],
+        discoveries.taste,
+        discoveries.return_days,
+        horizon,
+        config,
+    )
+
+
+def table_summary(table: SongFeatureTable) -> dict[str, Any]:
+    """A few numbers worth printing and keeping in a manifest."""
+    shown = table.impressions > 0
+    return {
+        "songs": len(table),
+        "songs_shown": int(shown.sum()),
+        "songs_with_discoveries": int((table.discoveries > 0).sum()),
+        "discoveries": int(table.discoveries.sum()),
+        "horizon_days": table.horizon_days,
+        "prior_stickiness": round(table.prior_stickiness, 4),
+        "clickiness_logit_sd": float(np.std(table.clickiness_logit[shown])) if shown.any() else 0.0,
+    }
+
+
+def config_dict(config: SongTableConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))
