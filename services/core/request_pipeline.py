@@ -8,7 +8,8 @@ once per request. Cheap steps stay here, so most requests make one hop (the Scor
 catalog track's latent is a table lookup (the Embedder is only called for raw features),
 its candidates come from a precomputed neighbour table (services/core/neighbour_cache.py; the
 Retriever is only called for raw features or exclude lists the table cannot answer), and
-the user state and pending decisions live beside the request ids (services/core/user_state.py).
+the user state and pending decisions are in a ``UserStore`` (services/core/user_state.py:
+this process's memory, or Redis shared by every ingress replica).
 
 Errors that are the caller's fault raise ``ServiceError`` subclasses carrying the HTTP
 status, the offending field and a message; the transports map them to 404/422 (HTTP) or
@@ -28,12 +29,14 @@ import numpy as np
 
 from rl.decision.observation import ObservationLayout
 from rl.feedback.reward import RewardConfig, compute_reward
+from rl.feedback.rows import decision_row as build_decision_row
 from services.core.feedback_journal import FeedbackSink
 from services.core.neighbour_cache import NeighbourCache
 from services.core.scoring import ArmAssignment, ScoredBatch
 from services.core.user_state import (
+    DecisionContext,
     PendingDecision,
-    UserStateStore,
+    UserStore,
     build_observations,
     day_of,
     hour_and_weekday,
@@ -140,7 +143,7 @@ class RecommendationPipeline:
         self,
         layout: ObservationLayout,
         catalog: CatalogTable,
-        store: UserStateStore,
+        store: UserStore,
         sink: FeedbackSink,
         embed: EmbedFn,
         retrieve: RetrieveFn,
@@ -196,19 +199,27 @@ class RecommendationPipeline:
         neighbours = await self._neighbours(requests, current)
         day = day_of(now)
         hour, weekday = hour_and_weekday(now)
-        tastes = np.zeros_like(current)
-        candidates: list[_Candidates] = []
-        for i, request in enumerate(requests):
-            ids, distances = neighbours[i]
-            ids, distances = ids[: request.k], distances[: request.k]
-            taste, relationship = self.store.observation_parts(request.user_id, ids, day)
-            tastes[i] = taste
-            latents = self.catalog.latents[[self.catalog.row_of[t] for t in ids]]
-            candidates.append(_Candidates(ids, distances, latents, relationship))
+        found = [
+            (ids[: r.k], distances[: r.k])
+            for r, (ids, distances) in zip(requests, neighbours, strict=True)
+        ]
+        sessions = [r.session_id or f"{r.user_id}-{day}" for r in requests]
+        context = await self.store.decision_context(
+            [r.user_id for r in requests], sessions, [ids for ids, _ in found], day
+        )
+        candidates = [
+            _Candidates(
+                ids,
+                distances,
+                self.catalog.latents[[self.catalog.row_of[t] for t in ids]],
+                context.relationships[i],
+            )
+            for i, (ids, distances) in enumerate(found)
+        ]
         obs = build_observations(
             self.layout,
             current,
-            tastes,
+            context.tastes,
             np.full(len(requests), hour),
             np.full(len(requests), weekday),
             [c.latents for c in candidates],
@@ -216,8 +227,13 @@ class RecommendationPipeline:
         )
         arms = [self.arms(r.user_id) for r in requests]
         scored = await self.score(obs, [r.mode for r in requests], arms)
+        decisions = [
+            self._decision(request, sessions[i], candidates[i], context, scored, i, arms[i], now)
+            for i, request in enumerate(requests)
+        ]
+        await self.store.remember(decisions)
         return [
-            self._decide(request, candidates[i], tastes[i], scored, i, arms[i], now)
+            self._response(request, decisions[i], candidates[i], scored, i)
             for i, request in enumerate(requests)
         ]
 
@@ -234,43 +250,49 @@ class RecommendationPipeline:
             current[by_features] = await self.embed(raw)
         return current
 
-    def _decide(
+    def _decision(
         self,
         request: RecommendRequest,
+        session_id: str,
         candidates: _Candidates,
-        taste: np.ndarray,
+        context: DecisionContext,
         scored: ScoredBatch,
         i: int,
         arm: str,
         now: float,
+    ) -> PendingDecision:
+        """Row ``i`` of a scored batch as the decision its feedback will find."""
+        return PendingDecision(
+            request_id=uuid.uuid4().hex,
+            user_id=request.user_id,
+            session_id=session_id,
+            position=context.positions[i],
+            timestamp=int(now),
+            current_track_id=request.track_id or "<features>",
+            candidate_track_ids=candidates.track_ids,
+            candidate_latents=candidates.latents,
+            candidate_relationship=candidates.relationship,
+            user_taste=context.tastes[i].copy(),
+            chosen_index=int(scored.chosen[i]),
+            behaviour_logp=float(scored.logp[i]),
+            policy_version=scored.versions[i],
+            arm=arm,
+        )
+
+    def _response(
+        self,
+        request: RecommendRequest,
+        decision: PendingDecision,
+        candidates: _Candidates,
+        scored: ScoredBatch,
+        i: int,
     ) -> RecommendResponse:
-        """Row ``i`` of a scored batch: remember the decision for its feedback, answer it."""
         ids = candidates.track_ids
         probabilities = scored.probabilities[i, : len(ids)]
         order = np.argsort(-probabilities, kind="stable")
-        chosen = int(scored.chosen[i])
-        request_id = uuid.uuid4().hex
-        session_id = request.session_id or f"{request.user_id}-{day_of(now)}"
-        self.store.remember(
-            PendingDecision(
-                request_id=request_id,
-                user_id=request.user_id,
-                session_id=session_id,
-                position=self.store.next_position(request.user_id, session_id),
-                timestamp=int(now),
-                current_track_id=request.track_id or "<features>",
-                candidate_track_ids=ids,
-                candidate_latents=candidates.latents,
-                candidate_relationship=candidates.relationship,
-                user_taste=taste.copy(),
-                chosen_index=chosen,
-                behaviour_logp=float(scored.logp[i]),
-                policy_version=scored.versions[i],
-                arm=arm,
-            )
-        )
+        chosen = decision.chosen_index
         return RecommendResponse(
-            request_id=request_id,
+            request_id=decision.request_id,
             user_id=request.user_id,
             candidates=[
                 self._candidate(ids[s], probabilities[s], candidates.distances[s]) for s in order
@@ -282,7 +304,7 @@ class RecommendationPipeline:
             mode=request.mode,
             model_version=scored.versions[i],
             policy=scored.policies[i],
-            arm=arm,
+            arm=decision.arm,
         )
 
     async def _neighbours(
@@ -324,7 +346,7 @@ class RecommendationPipeline:
     # -- feedback -------------------------------------------------------------------------
     async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         """Journal the decision row durably, then update the user's state."""
-        decision = self.store.pending(request.request_id)
+        decision = await self.store.claim(request.request_id)
         if decision is None:
             raise NotFoundError(
                 "request_id",
@@ -332,6 +354,7 @@ class RecommendationPipeline:
             )
         chosen_track = decision.candidate_track_ids[decision.chosen_index]
         if request.track_id != chosen_track:
+            await self.store.give_back(decision)  # a wrong track does not use up the request
             raise InvalidInputError(
                 "track_id",
                 f"track {request.track_id!r} is not the pick {chosen_track!r} of this request",
@@ -352,20 +375,21 @@ class RecommendationPipeline:
             )[0]
         )
         row = decision_row(decision, request, listened, reward)
-        # Claim the decision before the (threaded) journal write so a duplicate feedback
-        # sent meanwhile gets 404; give it back if the write fails.
-        self.store.forget(request.request_id)
+        # The decision was claimed before the (threaded) journal write, so a duplicate
+        # feedback sent meanwhile, to this replica or another, gets 404; give it back if
+        # the write fails.
         try:
             await asyncio.to_thread(self.sink.append, row)
         except Exception:
-            self.store.remember(decision)
+            await self.store.give_back(decision)
             raise
         if listened:
-            self.store.record_listen(
+            # On the decision's day, as the rebuild from the log replays it.
+            await self.store.record_listen(
                 decision.user_id,
                 chosen_track,
                 decision.candidate_latents[decision.chosen_index],
-                day_of(self.clock()),
+                day_of(decision.timestamp),
             )
         return FeedbackResponse(
             request_id=request.request_id,
@@ -382,28 +406,27 @@ def decision_row(
 ) -> dict[str, Any]:
     """The decision-log row (rl/feedback/schema.py DECISION_SCHEMA) of an answered decision."""
     hour, weekday = hour_and_weekday(decision.timestamp)
-    return {
-        "user_id": decision.user_id,
-        "session_id": decision.session_id,
-        "day": day_of(decision.timestamp),
-        "position": decision.position,
-        "timestamp": decision.timestamp,
-        "hour": hour,
-        "weekday": weekday,
-        "current_track_id": decision.current_track_id,
-        "candidate_track_ids": list(decision.candidate_track_ids),
-        "candidate_relationship": decision.candidate_relationship.reshape(-1).tolist(),
-        "user_taste": decision.user_taste.tolist(),
-        "chosen_index": decision.chosen_index,
-        "chosen_track_id": decision.candidate_track_ids[decision.chosen_index],
-        "behaviour_logp": decision.behaviour_logp,
-        "listened": listened,
-        "listen_fraction": feedback.listen_fraction,
-        "liked": feedback.liked,
-        "skip_level": feedback.skip_level,
-        "reward": reward,
-        "source": "service",
-        "policy_version": decision.policy_version,
-        "arm": decision.arm,
-        "request_id": decision.request_id,
-    }
+    return build_decision_row(
+        user_id=decision.user_id,
+        session_id=decision.session_id,
+        day=day_of(decision.timestamp),
+        position=decision.position,
+        timestamp=decision.timestamp,
+        hour=hour,
+        weekday=weekday,
+        current_track_id=decision.current_track_id,
+        candidate_track_ids=decision.candidate_track_ids,
+        candidate_relationship=decision.candidate_relationship,
+        user_taste=decision.user_taste,
+        chosen_index=decision.chosen_index,
+        behaviour_logp=decision.behaviour_logp,
+        listened=listened,
+        listen_fraction=feedback.listen_fraction,
+        liked=feedback.liked,
+        skip_level=feedback.skip_level,
+        reward=reward,
+        source="service",
+        policy_version=decision.policy_version,
+        arm=decision.arm,
+        request_id=decision.request_id,
+    )
