@@ -259,6 +259,17 @@ class ModelRegistry:
             raise RegistryError(f"version {version!r} is corrupt: its song table differs")
         return entry
 
+    def song_features_of(self, version: str, layout: ObservationLayout) -> Any | None:
+        """The version's table as an ``ObservationSongFeatures`` (None without song features)."""
+        if not layout.song_feature_dim:
+            return None
+        from rl.longterm.song_table import ObservationSongFeatures
+
+        table = self.load_song_table(version)
+        if table is None:
+            raise RegistryError(f"version {version!r} has song features but no song table")
+        return ObservationSongFeatures(table, layout)
+
     def load_song_table(self, version: str) -> Any | None:
         """The ``SongFeatureTable`` a version was trained with (None when it has none)."""
         from rl.longterm.song_table import SongFeatureTable
@@ -276,7 +287,12 @@ class ModelRegistry:
         if version is None:
             raise RegistryError(f"no version given and no production version in {self.uri}")
         entry = self.verify(version)
-        if expected_layout is not None and entry.observation_layout != expected_layout:
+        # A policy with song features serves an observation without them (the Scorer
+        # adds them from the version's table), so those are compared apart.
+        if expected_layout is not None and (
+            entry.observation_layout.without_song_features()
+            != expected_layout.without_song_features()
+        ):
             raise RegistryError(
                 f"version {version!r} was trained for layout {entry.layout}, "
                 f"incompatible with {expected_layout.to_dict()}"
@@ -315,11 +331,16 @@ class PolicyScorer:
     greedy pick), so a simulator arm or an A/B arm can serve it deterministically.
     """
 
-    def __init__(self, module: Any, name: str, greedy: bool = False) -> None:
+    def __init__(
+        self, module: Any, name: str, greedy: bool = False, song_features: Any | None = None
+    ) -> None:
         self.module = module
         self.greedy = greedy
         self.name = f"{name} (greedy)" if greedy else name
         self.layout: ObservationLayout = module.layout
+        self.song_features = song_features
+        """``ObservationSongFeatures`` of the version's table: lets the policy answer
+        observations built without song features (the served path)."""
 
     @classmethod
     def from_registry(
@@ -330,12 +351,20 @@ class PolicyScorer:
         if version is None:
             raise RegistryError(f"no production version in {registry.uri}")
         entry = registry.get(version)
-        return cls(registry.load_module(version), name=f"{entry.algo}:{version}", greedy=greedy)
+        module = registry.load_module(version)
+        return cls(
+            module,
+            name=f"{entry.algo}:{version}",
+            greedy=greedy,
+            song_features=registry.song_features_of(version, module.layout),
+        )
 
     def _tensor(self, obs: np.ndarray) -> Any:
         import torch
 
         obs = np.asarray(obs, np.float32)
+        if self.song_features is not None and obs.ndim == 2 and obs.shape[1] < self.layout.size:
+            obs = self.song_features(obs)
         if obs.ndim != 2 or obs.shape[1] < self.layout.size:
             raise ValueError(f"obs must be (B, {self.layout.size}), got {obs.shape}")
         # Song features sit after the mask: a policy trained without them reads the prefix

@@ -194,9 +194,14 @@ def fit_q_personalised(log_uri: str, corpus, layout: ObservationLayout, horizon_
         layout.betas,
         ModelConfig(horizon_days=horizon_days),
     )
-    return QScoringPolicy(
-        models.scorers()["personalised"], layout.without_song_features(), corpus.latents
+    # The stickiness model's u is [taste, activity share]; the observation has the taste
+    # only, so the rest is filled with its training mean (as the served q-arms do).
+    from services.core.longterm_arms import PopulationUserFeatures, population_user_features
+
+    scorer = PopulationUserFeatures(
+        models.scorers()["personalised"], population_user_features(models, layout.latent_dim)
     )
+    return QScoringPolicy(scorer, layout.without_song_features(), corpus.latents)
 
 
 @dataclass

@@ -99,6 +99,7 @@ class SongFeatureTable:
         prior_stickiness: float,
         prior_vector: np.ndarray,  # (1 + D,)
         horizon_days: int,
+        latents: np.ndarray | None = None,  # (N, L) the songs' embedding latents, NaN if unknown
     ) -> None:
         self.track_ids = np.asarray(track_ids).astype(str)
         self.impressions = np.asarray(impressions, np.int64)
@@ -111,6 +112,7 @@ class SongFeatureTable:
         self.prior_vector = np.asarray(prior_vector, np.float32)
         self.horizon_days = int(horizon_days)
         self.popularity = np.log1p(self.listens).astype(np.float32)
+        self.latents = None if latents is None else np.asarray(latents, np.float32)
         self._index = pd.Index(self.track_ids)
         n = len(self.track_ids)
         for name in ("impressions", "listens", "clickiness_logit", "stickiness", "discoveries"):
@@ -157,6 +159,7 @@ class SongFeatureTable:
             prior_stickiness=self.prior_stickiness,
             prior_vector=self.prior_vector,
             horizon_days=self.horizon_days,
+            latents=None if self.latents is None else take(self.latents, np.nan),
         )
 
     def candidate_features(
@@ -182,19 +185,22 @@ class SongFeatureTable:
 
     # -- persistence ---------------------------------------------------------------------
     def to_arrow(self) -> pa.Table:
-        return pa.table(
-            {
-                "track_id": pa.array(self.track_ids, pa.string()),
-                "impressions": pa.array(self.impressions),
-                "listens": pa.array(self.listens),
-                "clickiness_logit": pa.array(self.clickiness_logit),
-                "stickiness": pa.array(self.stickiness),
-                "discoveries": pa.array(self.discoveries),
-                "stickiness_vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(self.stickiness_vectors.reshape(-1)), len(self.prior_vector)
-                ),
-            }
-        )
+        columns = {
+            "track_id": pa.array(self.track_ids, pa.string()),
+            "impressions": pa.array(self.impressions),
+            "listens": pa.array(self.listens),
+            "clickiness_logit": pa.array(self.clickiness_logit),
+            "stickiness": pa.array(self.stickiness),
+            "discoveries": pa.array(self.discoveries),
+            "stickiness_vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(self.stickiness_vectors.reshape(-1)), len(self.prior_vector)
+            ),
+        }
+        if self.latents is not None:
+            columns["latent"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(self.latents.reshape(-1)), self.latents.shape[1]
+            )
+        return pa.table(columns)
 
     def save(self, directory_uri: str) -> None:
         """Write ``song_table.parquet`` and ``song_table.json`` (priors) under the folder."""
@@ -230,6 +236,10 @@ class SongFeatureTable:
             table = pq.read_table(stream)
         width = len(meta["prior_vector"])
         vectors = table["stickiness_vector"].combine_chunks().flatten().to_numpy()
+        latents = None
+        if "latent" in table.column_names:
+            column = table["latent"].combine_chunks()
+            latents = column.flatten().to_numpy().reshape(len(column), -1)
         return cls(
             track_ids=table["track_id"].to_numpy(zero_copy_only=False),
             impressions=table["impressions"].to_numpy(),
@@ -241,6 +251,7 @@ class SongFeatureTable:
             prior_stickiness=float(meta["prior_stickiness"]),
             prior_vector=np.asarray(meta["prior_vector"], np.float32),
             horizon_days=int(meta["horizon_days"]),
+            latents=latents,
         )
 
     @staticmethod
@@ -385,7 +396,7 @@ def fit_song_table(
     discoveries = discovery_dataset(
         listen_days, taste, horizon, end_day=log_days, return_source=config.return_source
     )
-    return fit_song_table_arrays(
+    table = fit_song_table_arrays(
         counts["chosen_track_id"].to_numpy(),
         counts["impressions"].to_numpy(),
         counts["listens"].to_numpy(),
@@ -395,6 +406,63 @@ def fit_song_table(
         horizon,
         config,
     )
+    # The songs' latents, so a server that sees candidates only by latent can find them.
+    rows = pd.Index(np.asarray(track_ids).astype(str)).get_indexer(table.track_ids)
+    latents = np.asarray(item_latents, np.float32)[np.maximum(rows, 0)]
+    latents[rows < 0] = np.nan
+    table.latents = latents
+    return table
+
+
+class ObservationSongFeatures:
+    """Adds a table's song features to observations built without them (the served path).
+
+    The Scorer receives observations whose candidates are known by their latents (the
+    layout without song features); this finds each candidate's table row by its exact
+    float32 latent (a dict lookup, microseconds per request) and appends the features for
+    the user's taste. A latent the table does not hold -- a song released after the table
+    was fitted, or re-encoded -- gets the priors (cold start), so it can still be ranked
+    and picked. Songs with identical audio features share a latent; they get the features
+    of the one the table lists first (2.6% of the real catalog's songs have a twin).
+    """
+
+    def __init__(self, table: SongFeatureTable, layout: Any) -> None:
+        if table.latents is None:
+            raise ValueError("the song table holds no latents: fit it with fit_song_table")
+        if layout.song_feature_dim != len(FEATURE_NAMES):
+            raise ValueError(
+                f"layout.song_feature_dim is {layout.song_feature_dim}, the table gives "
+                f"{len(FEATURE_NAMES)}"
+            )
+        self.table = table
+        self.layout = layout
+        self.base_size = layout.without_song_features().size
+        self._row_of: dict[bytes, int] = {}
+        finite = np.isfinite(table.latents).all(axis=1)
+        for row in np.flatnonzero(finite)[::-1]:  # the first listed wins a shared latent
+            self._row_of[np.ascontiguousarray(table.latents[row]).tobytes()] = int(row)
+
+    def rows(self, candidate_latents: np.ndarray) -> np.ndarray:
+        """(B, K, D) latents -> (B, K) table rows, -1 for latents the table does not hold."""
+        flat = np.ascontiguousarray(candidate_latents, np.float32).reshape(
+            -1, candidate_latents.shape[-1]
+        )
+        get = self._row_of.get
+        rows = np.fromiter((get(v.tobytes(), -1) for v in flat), np.int64, len(flat))
+        return rows.reshape(candidate_latents.shape[:-1])
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """(B, base size) -> (B, layout.size); observations that have them pass through."""
+        obs = np.asarray(obs, np.float32)
+        if obs.shape[1] == self.layout.size:
+            return obs
+        if obs.shape[1] != self.base_size:
+            raise ValueError(f"obs must be (B, {self.base_size}), got {obs.shape}")
+        parts = self.layout.without_song_features().split(obs)
+        mask = parts["candidate_mask"] > 0.5
+        rows = self.rows(parts["candidate_latents"])
+        features = self.table.candidate_features(rows, parts["user_taste"]) * mask[..., None]
+        return self.layout.with_song_features(obs, features)
 
 
 def table_summary(table: SongFeatureTable) -> dict[str, Any]:

@@ -60,7 +60,10 @@ class ServingPolicy:
 def check_policy(policy: DecisionPolicy, layout: ObservationLayout) -> None:
     """Probe forward pass on a synthetic batch; raise ValueError when unusable."""
     policy_layout = getattr(policy, "layout", None)
-    if policy_layout is not None and policy_layout != layout:
+    # A version with song features answers the served observation (it adds them itself).
+    if policy_layout is not None and (
+        policy_layout.without_song_features() != layout.without_song_features()
+    ):
         raise ValueError(
             f"policy layout {policy_layout.to_dict()} differs from the served {layout.to_dict()}"
         )
@@ -91,7 +94,12 @@ def load_registry_policy(
     registry = ModelRegistry(registry_uri)
     entry = registry.get(version)
     module = registry.load_module(version, expected_layout=layout)
-    scorer = PolicyScorer(module, name=f"{entry.algo}:{version}")
+    # The version's song table travels with its weights: one swap replaces both.
+    scorer = PolicyScorer(
+        module,
+        name=f"{entry.algo}:{version}",
+        song_features=registry.song_features_of(version, module.layout),
+    )
     check_policy(scorer, layout)
     return ServingPolicy(scorer, version)
 
