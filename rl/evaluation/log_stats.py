@@ -174,7 +174,9 @@ def _session_counts(events: pd.DataFrame, counts: BehaviourCounts) -> None:
     counts.position_plays = _hist(position[known], MAX_POSITION)
     counts.position_skips = _hist(position[known], MAX_POSITION, skipped[known])
     session = ordered["session_id"].to_numpy(dtype=object)
-    pair = (session[1:] == session[:-1]) & known[1:] & known[:-1]
+    raw_position = ordered["position"].to_numpy(np.int64)
+    # Consecutive plays only: a sample (MSSD's) may hold a session with holes.
+    pair = (session[1:] == session[:-1]) & (np.diff(raw_position) == 1) & known[1:] & known[:-1]
     previous, current = skipped[:-1][pair], skipped[1:][pair]
     counts.after_skip = int((previous == 1).sum())
     counts.skip_after_skip = int(((previous == 1) & (current == 1)).sum())

@@ -168,10 +168,12 @@ def _prepare(
     plays = chunk.plays
     assert tally.dropped is not None
     for kind, label in (("episode", "podcast episode"), ("audiobook", "audiobook chapter")):
-        tally.dropped[label] += int((plays["kind"] == kind).sum())
+        if (plays["kind"] == kind).any():
+            tally.dropped[label] += int((plays["kind"] == kind).sum())
     plays = plays[plays["kind"] == "track"]
     if config.drop_incognito:
-        tally.dropped["private session (incognito)"] += int(plays["incognito"].sum())
+        if plays["incognito"].any():
+            tally.dropped["private session (incognito)"] += int(plays["incognito"].sum())
         plays = plays[~plays["incognito"].astype(bool)]
     match = matcher.match(plays["spotify_id"], plays["artist"], plays["title"], plays.get("own_id"))
     no_track = pd.isna(match.track_id)

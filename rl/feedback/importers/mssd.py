@@ -41,7 +41,7 @@ import pyarrow as pa
 from rl import paths, storage
 from rl.decision.observation import DEFAULT_BETAS
 from rl.feedback.reward import SKIP_LEVEL_NAMES, RewardConfig, compute_reward
-from rl.feedback.schema import DECISION_SCHEMA
+from rl.feedback.rows import decision_table
 
 if TYPE_CHECKING:
     from rl.feedback.importers.parsing import ParsedChunk
@@ -127,9 +127,9 @@ def mssd_to_table(
         "hour": hour.astype(np.int8),
         "weekday": dates.dt.weekday.to_numpy().astype(np.int8),
         "current_track_id": current,
-        "candidate_track_ids": [[t] for t in track],
-        "candidate_relationship": [[0.0] * n_betas] * len(frame),
-        "user_taste": [[0.0] * latent_dim] * len(frame),
+        "candidate_track_ids": track.reshape(-1, 1),
+        "candidate_relationship": np.zeros((len(frame), n_betas), np.float32),
+        "user_taste": np.zeros((len(frame), latent_dim), np.float32),
         "chosen_index": np.zeros(len(frame), np.int32),
         "chosen_track_id": track,
         "behaviour_logp": np.zeros(len(frame), np.float32),
@@ -143,8 +143,7 @@ def mssd_to_table(
         "arm": [""] * len(frame),
         "request_id": [None] * len(frame),
     }
-    arrays = [pa.array(rows[field.name], type=field.type) for field in DECISION_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=DECISION_SCHEMA)
+    return decision_table(rows)
 
 
 def import_mssd(
@@ -177,7 +176,7 @@ def first_mssd_day(path: str) -> int:
     """Days since the epoch of the earliest ``date`` in a file, read column-only, chunked."""
     first: pd.Timestamp | None = None
     for chunk in pd.read_csv(path, usecols=["date"], chunksize=MSSD_CHUNK_ROWS):
-        dates = pd.to_datetime(chunk["date"], errors="coerce").dropna()
+        dates = pd.to_datetime(chunk["date"], errors="coerce", format="ISO8601").dropna()
         if len(dates):
             low = dates.min()
             first = low if first is None or low < first else first
@@ -222,7 +221,7 @@ def _mssd_parse(frame: pd.DataFrame, name: str) -> ParsedChunk:
     from rl.feedback.importers.parsing import quarantine_records
 
     frame = frame.reset_index(drop=True)
-    dates = pd.to_datetime(frame["date"], errors="coerce")
+    dates = pd.to_datetime(frame["date"], errors="coerce", format="ISO8601")
     hour = pd.to_numeric(frame["hour_of_day"], errors="coerce")
     position = pd.to_numeric(frame["session_position"], errors="coerce")
     flags = ("skip_1", "skip_2", "skip_3", "not_skipped")

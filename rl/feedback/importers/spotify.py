@@ -104,7 +104,7 @@ def read_spotify_extended(path: str, user_name: str) -> ParsedChunk:
     skipped = _bool_or_none(frame["skipped"])
     reason_end = _strings(frame["reason_end"])
     # Older exports leave `skipped` null: derive it from reason_end, else from a short play.
-    missing = np.array([value is None for value in skipped])
+    missing = np.array([value is None for value in skipped], dtype=bool)
     from_reason = missing & reason_end.notna().to_numpy()
     skipped[from_reason] = reason_end.isin(SKIP_REASONS).to_numpy()[from_reason]
     from_time = missing & ~from_reason & ms_played.notna().to_numpy()
