@@ -23,6 +23,7 @@ import traceback
 
 from rl.cli.config_options import CommandParser, build_configs
 from rl.cli.errors import CommandError
+from rl.cluster.ray_runtime import VERBOSE_ENV
 
 DESCRIPTION = """\
 Encore: a long-term music recommender. Songs (11 Spotify audio features) are embedded by a
@@ -32,8 +33,6 @@ PPO on RLlib from logged feedback, served with Ray Serve.
 Run `encore COMMAND --help` for each command's options; add --verbose to any command for
 Ray's own logs and full tracebacks."""
 
-VERBOSE_ENV = "ENCORE_VERBOSE"
-"""Set to 1 by ``--verbose``; read by ``rl.cluster.ray_runtime`` (Ray's logs on the console)."""
 
 # Errors from the file system that name their path: a one-line answer is clearer than the
 # traceback through Ray or pyarrow that leads to them.
@@ -102,6 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"\n{prog}: interrupted. {hint}", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:  # the `encore` process: stop Ray here, where Ctrl-C is handled
+            _stop_ray()
+
+
+def _stop_ray() -> None:
+    """Shut a Ray runtime this process started down; a Ctrl-C during it is not an error
+    (the command's work is done), so no traceback from Ray's exit hook."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

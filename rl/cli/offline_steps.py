@@ -16,10 +16,12 @@ and what was dropped go to ``_reward.json`` beside the steps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
-from typing import TYPE_CHECKING
 
 from rl import paths, storage
+from rl.cli.config_options import config_options
+from rl.cli.errors import CommandError, UsageError
 from rl.cli.options import (
     OLD_REWARD_NAMES,
     RETURN_DAYS_REWARD,
@@ -27,110 +29,157 @@ from rl.cli.options import (
     SESSION_REWARD,
     renamed_choice,
 )
+from rl.cli.paths_check import (
+    fresh_output,
+    log_days,
+    require_log,
+    require_new_output,
+    require_path,
+    require_writable,
+)
 
-if TYPE_CHECKING:
-    from rl.longterm.return_reward import LongTermRewardConfig
+RETURN_REWARD_CONFIG = "rl.longterm.return_reward:LongTermRewardConfig"
+RETURN_REWARD_CHOICES = {
+    "return_source": "RETURN_SOURCES", "credit": "CREDIT_RULES", "censored": "CENSORING",
+}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     steps = subparsers.add_parser(
         "offline-steps",
         help="convert a decision log into RLlib offline steps (Ray Data) for `encore train`",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    steps.add_argument("--log", default=None, help=f"log URI (default {paths.default_log_uri()})")
     steps.add_argument(
-        "--out", default=None, help="output URI (default <data>/offline/steps); must not exist"
+        "--log", default=None,
+        help=f"decision log URI: the --out of `encore simulate` / `encore import-mssd` "
+        f"(default: {paths.default_log_uri()})",
+    )  # fmt: skip
+    steps.add_argument(
+        "--out",
+        default=None,
+        help="output URI (default: <data>/offline/steps); must be new or empty",
     )
-    steps.add_argument("--embedding", default=None, help="embedding URI (trained if absent)")
-    steps.add_argument("--k", type=int, default=4, help="candidates per decision (default 4)")
+    steps.add_argument(
+        "--embedding",
+        default=None,
+        help="song embedding URI (default: the project's, trained if absent)",
+    )
+    config_options(
+        steps, "rl.decision.observation:ObservationLayout", attr="layout",
+        title="observation layout", only=("k",),
+    )  # fmt: skip
     steps.add_argument("--days", type=int, nargs="+", default=None, help="only these log days")
     steps.add_argument(
         "--partitions", type=int, default=None, help="shuffle partitions (default: by log size)"
     )
     steps.add_argument(
-        "--reward",
-        type=renamed_choice(OLD_REWARD_NAMES, "--reward"),
-        choices=REWARDS,
+        "--reward", type=renamed_choice(OLD_REWARD_NAMES, "--reward"), choices=REWARDS,
         default=SESSION_REWARD,
         help="session: the logged per-decision reward (default); return-days: + λ x return days "
         "(old names seed1 / longterm still accepted)",
-    )
-    steps.add_argument("--return-window-days", type=int, default=59,
-                       help="return-days: days after the decision whose listens count (default 59)")  # fmt: skip
-    add_return_reward_arguments(steps)
-    steps.add_argument("--censored", choices=("drop", "scale"), default="drop",
-                       help="return-days: decisions whose window passes the log's end (default drop)")  # fmt: skip
+    )  # fmt: skip
+    add_return_reward_options(steps, window_from_ab_test=False)
     steps.set_defaults(func=run_offline_steps)
+
+
+def add_return_reward_options(parser: argparse.ArgumentParser, window_from_ab_test: bool) -> None:
+    """The return-days reward's options (generated from ``LongTermRewardConfig``), shared by
+    `encore offline-steps` and `encore ab-test` (whose window is the test's window - 1)."""
+    fields = ("return_weight", "return_source", "credit")
+    if window_from_ab_test:
+        config_options(
+            parser, RETURN_REWARD_CONFIG, attr="return_reward",
+            title="return-days reward of the PPO arms (LongTermRewardConfig)", only=fields,
+            choices=RETURN_REWARD_CHOICES,
+            # The A/B test's window counts the recommendation day: W = window - 1 return days.
+            fixed={"return_window_days": lambda args: args.window_days - 1},
+        )  # fmt: skip
+    else:
+        config_options(
+            parser, RETURN_REWARD_CONFIG, attr="return_reward",
+            title="return-days reward, with --reward return-days (LongTermRewardConfig)",
+            only=("return_window_days", *fields, "censored"), choices=RETURN_REWARD_CHOICES,
+        )  # fmt: skip
+
+
+def _check_days(args: argparse.Namespace, log_uri: str) -> None:
+    present = log_days(log_uri)
+    if args.days:
+        missing = sorted(set(args.days) - set(present))
+        if missing:
+            raise UsageError(
+                f"--days {' '.join(map(str, missing))}: not in the log (it has days "
+                f"{present[0]}..{present[-1]})"
+            )
+        if args.reward == RETURN_DAYS_REWARD:
+            raise UsageError(
+                "--days is not supported with --reward return-days (the return window needs "
+                "the days after each decision)"
+            )
+    config = args.return_reward
+    if args.reward == RETURN_DAYS_REWARD and config.censored == "drop":
+        span = present[-1] - present[0] + 1
+        if config.return_window_days >= span:
+            raise UsageError(
+                f"--return-window-days {config.return_window_days} is as long as the log "
+                f"({span} days): every decision's window passes the log's end and would be dropped",
+                f"use --return-window-days below {span}, a longer log, or --censored scale",
+            )
 
 
 def run_offline_steps(args: argparse.Namespace) -> int:
     from rl.cluster.ray_runtime import start_ray
-    from rl.decision.observation import ObservationLayout
     from rl.feedback.log import read_decisions
     from rl.feedback.offline_steps import write_offline_steps
     from rl.songs.embedding import ensure_song_embedding
 
-    log_uri = args.log or paths.default_log_uri()
+    log_uri = require_log(args.log or paths.default_log_uri(), "--log")
+    _check_days(args, log_uri)
     out_uri = args.out or storage.join(paths.data_dir(), "offline", "steps")
-    if storage.list_dir(out_uri):
-        raise SystemExit(f"error: {out_uri} already holds data; choose an empty --out")
+    require_writable(require_new_output(out_uri, "--out"), "--out")
+    if args.embedding:
+        require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
     embedding = ensure_song_embedding(args.embedding)
-    layout = ObservationLayout(k=args.k, latent_dim=embedding.latents.shape[1])
+    layout = dataclasses.replace(args.layout, latent_dim=embedding.latents.shape[1])
     started = time.perf_counter()
     start_ray()
     # Sessions are grouped with a hash shuffle; Ray Data's default of 200 partitions costs
     # more than the work on small logs, so aim for about 25,000 decisions per partition.
     decisions = read_decisions(log_uri, args.days).count()
+    if decisions == 0:
+        raise CommandError(f"no decisions in {log_uri} (--log)")
     partitions = args.partitions or min(200, max(2, decisions // 25_000 + 1))
     print(f"{decisions:,} logged decisions under {log_uri}; {partitions} partitions", flush=True)
     track_ids = [str(track) for track in embedding.track_ids]
-    if args.reward == RETURN_DAYS_REWARD:
-        from rl.longterm.return_reward import write_long_term_offline_steps
-
-        if args.days:
-            raise SystemExit("error: --days is not supported with --reward return-days (the "
-                             "return window needs the days after each decision)")  # fmt: skip
-        config = return_reward_config(args, args.return_window_days, censored=args.censored)
-        summary = write_long_term_offline_steps(
-            log_uri, out_uri, embedding.latents, track_ids, layout, config, partitions
-        )
-        rows = summary.steps
-        print(
-            f"long-term reward: {summary.dropped_censored:,} of {summary.decisions:,} decisions "
-            f"dropped (window past the log's end, day {summary.end_day}); mean return days of "
-            f"streamed picks {summary.mean_return_days_listened:.3f}; mean long-term term "
-            f"{summary.mean_long_term_reward:.3f}"
-        )
-    else:
-        rows = write_offline_steps(
-            log_uri, out_uri, embedding.latents, track_ids, layout,
-            days=args.days, num_partitions=partitions,
-        )  # fmt: skip
+    # Written beside --out and moved into place at the end: Ctrl-C leaves nothing there.
+    with fresh_output(out_uri, "--out") as target:
+        if args.reward == RETURN_DAYS_REWARD:
+            rows = _write_return_days_steps(
+                args, log_uri, target, embedding, track_ids, layout, partitions
+            )
+        else:
+            rows = write_offline_steps(
+                log_uri, target, embedding.latents, track_ids, layout,
+                days=args.days, num_partitions=partitions,
+            )  # fmt: skip
     print(f"wrote {rows:,} offline steps to {out_uri} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
-def add_return_reward_arguments(parser: argparse.ArgumentParser) -> None:
-    """The long-term reward's options, shared by `encore offline-steps` and `encore ab-test`."""
-    parser.add_argument("--return-weight", type=float, default=1.0,
-                        help="long-term reward: λ, reward per return day (default 1.0)")  # fmt: skip
-    parser.add_argument("--return-source", choices=("organic", "any"), default="organic",
-                        help="long-term reward: count organic listen days only (default) or any")  # fmt: skip
-    parser.add_argument("--credit", choices=("listened", "discovery"), default="listened",
-                        help="long-term reward: streamed picks earn return days (default), or "
-                        "only streamed picks new to the user")  # fmt: skip
+def _write_return_days_steps(
+    args, log_uri, out_uri, embedding, track_ids, layout, partitions
+) -> int:
+    from rl.longterm.return_reward import write_long_term_offline_steps
 
-
-def return_reward_config(
-    args: argparse.Namespace, return_window_days: int, censored: str = "drop"
-) -> LongTermRewardConfig:
-    """``LongTermRewardConfig`` from the options of ``add_return_reward_arguments``."""
-    from rl.longterm.return_reward import LongTermRewardConfig
-
-    return LongTermRewardConfig(
-        return_window_days=return_window_days,
-        return_weight=args.return_weight,
-        return_source=args.return_source,
-        credit=args.credit,
-        censored=censored,
+    summary = write_long_term_offline_steps(
+        log_uri, out_uri, embedding.latents, track_ids, layout, args.return_reward, partitions
     )
+    print(
+        f"long-term reward: {summary.dropped_censored:,} of {summary.decisions:,} decisions "
+        f"dropped (window past the log's end, day {summary.end_day}); mean return days of "
+        f"streamed picks {summary.mean_return_days_listened:.3f}; mean long-term term "
+        f"{summary.mean_long_term_reward:.3f}"
+    )
+    return summary.steps

@@ -36,6 +36,25 @@ def _is_decision_log(uri: str) -> bool:
     return any(_exists(storage.join(uri, name)) for name in DECISION_LOG_MARKERS)
 
 
+def require_path(uri: str, option: str, hint: str | None = None) -> str:
+    """``uri`` exists, or ``CommandError`` naming the option."""
+    if not _exists(uri):
+        raise CommandError(f"{uri} does not exist ({option})", hint)
+    return uri
+
+
+def log_days(log_uri: str) -> list[int]:
+    """The days present in a decision log (its ``decisions/day=N`` folders)."""
+    days = []
+    for name in storage.list_dir(storage.join(log_uri, "decisions")):
+        if name.startswith("day="):
+            try:
+                days.append(int(name[4:]))
+            except ValueError:
+                continue
+    return sorted(days)
+
+
 def require_log(uri: str, option: str = "--log") -> str:
     """``uri`` is a decision log (``<log>/decisions/...``), or ``CommandError``."""
     if not _exists(uri):

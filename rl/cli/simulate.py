@@ -18,6 +18,15 @@ import time
 from typing import Any
 
 from rl import paths, storage
+from rl.cli.config_options import config_options
+from rl.cli.errors import CommandError, UsageError
+from rl.cli.paths_check import (
+    fresh_output,
+    require_log,
+    require_new_output,
+    require_path,
+    require_writable,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -33,22 +42,29 @@ def register(subparsers: Any) -> None:
     )
     simulate.add_argument("--days", type=int, default=60, help="days to simulate (default 60)")
     simulate.add_argument(
-        "--out", default=paths.default_log_uri(), help="log URI (default %(default)s)"
-    )
+        "--out", default=paths.default_log_uri(),
+        help="log URI; must be new or empty (default %(default)s)",
+    )  # fmt: skip
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    simulate.add_argument("--k", type=int, default=4, help="candidates per decision (default 4)")
+    config_options(
+        simulate, "rl.decision.observation:ObservationLayout", attr="layout", only=("k",),
+        title="observation layout",
+    )  # fmt: skip
     simulate.add_argument(
-        "--embedding", default=None, help="song embedding URI (default: the project's)"
-    )
+        "--embedding", default=None,
+        help="song embedding URI, must exist (default: the project's, trained on first use)",
+    )  # fmt: skip
     simulate.add_argument(
         "--no-calibrate", action="store_true", help="keep the default skip thresholds"
     )
     simulate.add_argument(
-        "--epsilon", type=float, default=0.1, help="logging policy's uniform exploration"
-    )
+        "--epsilon", type=float, default=0.1,
+        help="logging policy's uniform exploration, in [0, 1] (default 0.1)",
+    )  # fmt: skip
     simulate.add_argument(
-        "--temperature", type=float, default=0.5, help="logging policy's softmax temperature"
-    )
+        "--temperature", type=float, default=0.5,
+        help="logging policy's softmax temperature, > 0 (default 0.5)",
+    )  # fmt: skip
     simulate.set_defaults(func=run_simulate)
 
     mssd = subparsers.add_parser(
@@ -60,7 +76,7 @@ def register(subparsers: Any) -> None:
     mssd.add_argument(
         "--out",
         default=storage.join(paths.data_dir(), "logs", "mssd"),
-        help="log URI (default %(default)s)",
+        help="log URI; must be new or empty (default %(default)s)",
     )
     mssd.add_argument("--mssd", default=None, help="MSSD CSV URI (default: the shared sample)")
     mssd.set_defaults(func=run_import_mssd)
@@ -97,13 +113,18 @@ def run_simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rl.decision.observation import ObservationLayout
-    from rl.feedback.importers.mssd import mssd_skip_shares
     from rl.feedback.log import FeedbackLogWriter
     from rl.simulator.config import SimulatorConfig
     from rl.simulator.real_catalog import build_simulator, catalog_corpus, default_logging_policy
 
-    if args.users < 1 or args.days < 1 or args.k < 1:
-        raise SystemExit("--users, --days and --k must be >= 1")
+    if args.users < 1 or args.days < 1:
+        raise UsageError(f"--users and --days must be >= 1, got {args.users} and {args.days}")
+    if not 0.0 <= args.epsilon <= 1.0 or args.temperature <= 0:
+        raise UsageError("--epsilon must be in [0, 1] and --temperature > 0")
+    if args.embedding:
+        require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
+    require_writable(require_new_output(args.out, "--out"), "--out")
+    args.k = args.layout.k
     started = time.perf_counter()
     corpus = catalog_corpus(args.k, SimulatorConfig(), args.seed, embedding_uri=args.embedding)
     layout = ObservationLayout(k=args.k, latent_dim=corpus.latent_dim)
@@ -112,14 +133,27 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.users, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
     )
     simulator = built.simulator
-    with FeedbackLogWriter(args.out, k=args.k, n_betas=layout.n_betas, background=True) as writer:
-        with tqdm(total=args.days, unit="day", desc="simulating") as bar:
+    # Written beside --out and moved into place with summary.json at the end: Ctrl-C or an
+    # error leaves nothing at --out that `encore offline-steps` would take for a whole log.
+    with fresh_output(args.out, "--out") as target:
+        with FeedbackLogWriter(target, k=args.k, n_betas=layout.n_betas, background=True) as writer:
+            with tqdm(total=args.days, unit="day", desc="simulating") as bar:
 
-            def on_day(day: int, summary: Any) -> None:
-                bar.update(1)
-                bar.set_postfix(decisions=summary.decisions, alive=int(simulator.state.alive.sum()))
+                def on_day(day: int, summary: Any) -> None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        decisions=summary.decisions, alive=int(simulator.state.alive.sum())
+                    )
 
-            summary = simulator.run(args.days, writer=writer, on_day=on_day)
+                summary = simulator.run(args.days, writer=writer, on_day=on_day)
+        _write_summary(args, target, summary, policy, simulator, writer, started)
+    print_simulation_summary(args, summary, writer)
+    return 0 if writer.quarantined_rows == 0 else 1
+
+
+def _write_summary(args, target, summary, policy, simulator, writer, started) -> None:
+    from rl.feedback.importers.mssd import mssd_skip_shares
+
     real = mssd_skip_shares()
     result = summary.to_dict() | {
         "seed": args.seed,
@@ -131,7 +165,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         "log": writer.counts,
         "seconds": time.perf_counter() - started,
     }
-    storage.write_json(storage.join(args.out, "summary.json"), result)
+    storage.write_json(storage.join(target, "summary.json"), result)
+    args.real_skip_shares, args.seconds = real, result["seconds"]
+
+
+def print_simulation_summary(args, summary, writer) -> None:
+    real = args.real_skip_shares
     print(
         f"users {summary.users}, days {summary.days}, decisions {summary.decisions:,}, "
         f"mean reward {summary.mean_reward:.3f}, churned {summary.churned_users}"
@@ -140,15 +179,25 @@ def run_simulate(args: argparse.Namespace) -> int:
     for name, share in summary.skip_shares.items():
         print(f"  {name:12s} {share:9.3f}  {real[name]:.3f}")
     print(writer.report())
-    print(f"log and summary.json under {args.out} ({result['seconds']:.1f} s)")
-    return 0 if writer.quarantined_rows == 0 else 1
+    print(f"log and summary.json under {args.out} ({args.seconds:.1f} s)")
 
 
 def run_import_mssd(args: argparse.Namespace) -> int:
     from rl.feedback.importers.mssd import import_mssd
 
-    result = import_mssd(args.out, args.mssd)
+    if args.mssd:
+        require_path(args.mssd, "--mssd", "pass an MSSD session CSV (default: the shared sample)")
+    require_writable(require_new_output(args.out, "--out"), "--out")
+    with fresh_output(args.out, "--out") as target:
+        try:
+            result = import_mssd(target, args.mssd)
+        except (ValueError, UnicodeDecodeError) as exc:  # not a CSV, or not MSSD's columns
+            raise CommandError(
+                f"{args.mssd} is not an MSSD session CSV: {str(exc)[:200]}",
+                "pass a log_*.csv file of the Music Streaming Sessions Dataset",
+            ) from None
     print(result["report"])
+    print(f"wrote the log under {args.out}")
     print(
         f"{result['source_rows']} MSSD rows, {result['sessions']} sessions; skip shares: "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["skip_shares"].items())
@@ -161,12 +210,25 @@ def run_propagate(args: argparse.Namespace) -> int:
     from rl.songs.embedding import ensure_song_embedding
     from rl.songs.reward_propagation import evaluate_propagation
 
+    if min(args.clusters, args.per_cluster, args.min_plays) < 1 or args.decay_rate < 0:
+        raise UsageError(
+            "--clusters, --per-cluster and --min-plays must be >= 1, --decay-rate >= 0"
+        )
+    require_log(args.log, "--log")
+    if args.embedding:
+        require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
     embedding = ensure_song_embedding(args.embedding)
     decisions = read_decisions_table(args.log, validate=False).select(["chosen_track_id", "reward"])
-    report = evaluate_propagation(
-        decisions, embedding.latents, embedding.track_ids, n_clusters=args.clusters,
-        songs_per_cluster=args.per_cluster, decay_rate=args.decay_rate, min_plays=args.min_plays,
-    )  # fmt: skip
+    try:
+        report = evaluate_propagation(
+            decisions, embedding.latents, embedding.track_ids, n_clusters=args.clusters,
+            songs_per_cluster=args.per_cluster, decay_rate=args.decay_rate, min_plays=args.min_plays,
+        )  # fmt: skip
+    except ValueError as exc:  # too few measured songs in a small log
+        raise CommandError(
+            f"cannot evaluate propagation on {args.log}: {exc}",
+            "lower --min-plays (plays for a song's true mean) or --clusters, or use a longer log",
+        ) from None
     print(json.dumps(report.to_dict(), indent=2))
     print(
         f"propagated: corr {report.correlation:.3f}, MAE {report.mae:.3f}; "
