@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rl import paths
+from rl.cli.config_options import config_options
+from rl.cli.errors import CommandError
+from rl.cli.paths_check import require_path, require_writable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="check cluster.yaml, serve_config.yaml and storage URIs before starting anything",
     )
-    validate.add_argument("cluster_yaml", nargs="?", default="cluster.yaml")
-    validate.add_argument("serve_config", nargs="?", default="serve_config.yaml")
+    validate.add_argument(
+        "cluster_yaml", nargs="?", default="cluster.yaml", help="default: cluster.yaml"
+    )
+    validate.add_argument(
+        "serve_config", nargs="?", default="serve_config.yaml", help="default: serve_config.yaml"
+    )
     validate.add_argument(
         "--catalog", default=None, help=f"catalog URI (default {paths.default_catalog_uri()})"
     )
@@ -57,26 +65,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fake_multinode provider), serve deploy the app, drive loopback load, submit "
         "simulate/convert/train jobs, check the registry, tear everything down.",
     )
-    proof.add_argument("--cluster-yaml", default="cluster.yaml")
-    proof.add_argument("--serve-config", default="serve_config.yaml")
-    proof.add_argument("--embedding", default="", help="existing song VAE URI (default: project's)")
-    proof.add_argument("--load-seconds", type=float, default=60.0)
-    proof.add_argument("--concurrency", type=int, default=8, help="loopback load clients")
-    proof.add_argument("--iterations", type=int, default=3, help="training iterations")
-    proof.add_argument("--users", type=int, default=200, help="simulated users")
-    proof.add_argument("--days", type=int, default=4, help="simulated days")
-    proof.add_argument(
-        "--node-loss", action="store_true", help="also kill the learner's node mid-training"
-    )
+    config_options(
+        proof, "rl.cluster.proof:ProofConfig", attr="proof_config", title="proof (ProofConfig)",
+        flags={
+            "embedding_uri": "--embedding", "load_concurrency": "--concurrency",
+            "train_iterations": "--iterations", "sim_users": "--users", "sim_days": "--days",
+        },
+    )  # fmt: skip
     proof.add_argument("--work-dir", default=None, help="keep cluster logs and data here")
     proof.set_defaults(func=run_proof_command)
     cluster.set_defaults(func=lambda args: (cluster.print_help(), 2)[1])
+
+
+def _require_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise CommandError(f"{path} does not exist ({what})", "pass the path of the YAML file")
+    if os.path.isdir(path):
+        raise CommandError(f"{path} is a folder; {what} is a YAML file", "pass the file itself")
 
 
 def run_validate(args: argparse.Namespace) -> int:
     from rl.cluster.config_check import ConfigCheckError, validate_deployment
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
+    _require_file(args.cluster_yaml, "CLUSTER_YAML")
+    _require_file(args.serve_config, "SERVE_CONFIG")
     uris = {
         "catalog": args.catalog or paths.default_catalog_uri(),
         "logs": args.logs or paths.default_log_uri(),
@@ -110,20 +123,21 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_proof_command(args: argparse.Namespace) -> int:
     from rl.cluster.config_check import ConfigCheckError
-    from rl.cluster.proof import ProofConfig, print_report, run_proof
+    from rl.cluster.proof import print_report, run_proof
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
-    config = ProofConfig(
-        cluster_yaml=args.cluster_yaml,
-        serve_config=args.serve_config,
-        embedding_uri=args.embedding,
-        load_seconds=args.load_seconds,
-        load_concurrency=args.concurrency,
-        train_iterations=args.iterations,
-        sim_users=args.users,
-        sim_days=args.days,
-        node_loss=args.node_loss,
-    )
+    config = args.proof_config
+    for option, path in (
+        ("--cluster-yaml", config.cluster_yaml),
+        ("--serve-config", config.serve_config),
+    ):
+        _require_file(path, option)
+    if config.embedding_uri:
+        require_path(
+            config.embedding_uri, "--embedding", "train one: encore train-embedding --out DIR"
+        )
+    if args.work_dir:
+        require_writable(args.work_dir, "--work-dir")
     try:
         report = run_proof(config, work_dir=args.work_dir)
     except ConfigCheckError as exc:

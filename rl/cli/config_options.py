@@ -125,6 +125,8 @@ def _pair(kind: Any, flag: str) -> Callable[[str], tuple[str, Any]]:
 def _shown(value: Any) -> str:
     if value is None:
         return "none"
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, (tuple, list)):

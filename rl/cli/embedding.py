@@ -1,82 +1,119 @@
-"""``encore catalog``, ``encore train-embedding``, ``encore neighbours``: the song side."""
+"""``encore catalog``, ``encore train-embedding``, ``encore neighbours``: the song side.
+
+The VAE's options are generated from ``rl.songs.embedding.VAEConfig`` (field docs as help).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
+from typing import TYPE_CHECKING
 
-import numpy as np
+from rl import paths, storage
+from rl.cli.config_options import config_options
+from rl.cli.errors import CommandError
+from rl.cli.paths_check import require_path, require_writable
 
-from rl import paths
-from rl.songs.catalog import (
-    FEATURE_COLUMNS,
-    CatalogError,
-    FeatureScaler,
-    genre_coherence,
-    load_catalog,
-)
-from rl.songs.embedding import (
-    VAEConfig,
-    ensure_song_embedding,
-    load_song_embedding,
-    train_song_embedding,
-)
-from rl.songs.retrieval import KnnIndex, RetrievalError
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     catalog = subparsers.add_parser(
-        "catalog", help="print catalog statistics (tracks, genres, feature ranges)"
+        "catalog",
+        help="print catalog statistics (tracks, genres, feature ranges)",
+        description="Print the catalog's size, genres and the range of each audio feature.",
     )
-    catalog.add_argument(
-        "--catalog", default=None, help="catalog parquet URI (default: the shared real catalog)"
-    )
+    _add_catalog_option(catalog)
     catalog.set_defaults(func=run_catalog)
 
     train = subparsers.add_parser(
         "train-embedding",
         help="train the song VAE (11 audio features -> latent) and save it with every song's latent",
+        description="Train the song VAE on the catalog's audio features, save it with every "
+        "song's latent to --out, and report reconstruction error and genre coherence.",
     )
-    train.add_argument("--catalog", default=None, help="catalog parquet URI")
+    _add_catalog_option(train)
     train.add_argument(
-        "--out", default=None, help=f"embedding URI (default {paths.default_embedding_uri()})"
-    )
-    train.add_argument("--latent-dim", type=int, default=VAEConfig.latent_dim)
+        "--out", default=None,
+        help=f"embedding folder URI (default: {paths.default_embedding_uri()})",
+    )  # fmt: skip
+    config_options(
+        train, "rl.songs.embedding:VAEConfig", attr="vae_config", title="VAE (VAEConfig)",
+        flags={"hidden_sizes": ("--hidden", "--hidden-sizes")},
+    )  # fmt: skip
     train.add_argument(
-        "--hidden",
-        type=int,
-        nargs="+",
-        default=list(VAEConfig.hidden_sizes),
-        help="encoder hidden sizes",
-    )
-    train.add_argument("--kl-weight", type=float, default=VAEConfig.kl_weight)
-    train.add_argument("--epochs", type=int, default=VAEConfig.epochs)
-    train.add_argument("--seed", type=int, default=VAEConfig.seed)
-    train.add_argument(
-        "--k", type=int, default=4, help="neighbours per track for the genre-coherence report"
-    )
+        "--k", type=int, default=4,
+        help="neighbours per track for the genre-coherence report (default: 4)",
+    )  # fmt: skip
     train.set_defaults(func=run_train_embedding)
 
     neighbours = subparsers.add_parser(
-        "neighbours", help="print a track and its k nearest songs in latent space"
+        "neighbours",
+        help="print a track and its k nearest songs in latent space",
+        description="Print each TRACK_ID and its k nearest songs in the embedding's latent space.",
     )
     neighbours.add_argument("track_ids", nargs="+", metavar="TRACK_ID")
-    neighbours.add_argument("-k", type=int, default=4, help="number of neighbours (default 4)")
+    neighbours.add_argument("-k", type=int, default=4, help="number of neighbours (default: 4)")
     neighbours.add_argument(
-        "--embedding", default=None, help="embedding URI (trained first if absent)"
-    )
-    neighbours.add_argument("--catalog", default=None, help="catalog parquet URI")
+        "--embedding", default=None,
+        help="embedding folder URI, must exist (default: the project's, trained first if absent)",
+    )  # fmt: skip
+    _add_catalog_option(neighbours)
     neighbours.set_defaults(func=run_neighbours)
 
 
-def run_catalog(args: argparse.Namespace) -> int:
+def _add_catalog_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog", default=None,
+        help=f"catalog parquet URI (default: the shared real catalog, {paths.default_catalog_uri()})",
+    )  # fmt: skip
+
+
+def load_catalog_option(uri: str | None):
+    """The catalog of ``--catalog``, or ``CommandError`` (missing, not parquet, wrong columns)."""
+    from rl.songs.catalog import CatalogError, load_catalog
+
+    hint = "pass the Spotify songs catalog parquet (see /work/shared/data/README)"
+    if uri:
+        require_path(uri, "--catalog", hint)
     try:
-        catalog = load_catalog(args.catalog)
+        return load_catalog(uri)
     except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(f"{exc} (--catalog)", hint) from None
+    except Exception as exc:  # pyarrow: not a parquet file, or a folder of other files
+        if type(exc).__module__.startswith("pyarrow"):
+            raise CommandError(
+                f"cannot read {uri or paths.default_catalog_uri()} as a parquet catalog "
+                f"({type(exc).__name__}) (--catalog)",
+                hint,
+            ) from None
+        raise
+
+
+def load_embedding_option(uri: str | None):
+    """The embedding of ``--embedding`` (must exist), or the project's (trained if absent)."""
+    from rl.songs.embedding import ensure_song_embedding, load_song_embedding
+
+    if not uri:
+        return ensure_song_embedding()
+    hint = "train one: encore train-embedding --out DIR, then pass DIR"
+    require_path(uri, "--embedding", hint)
+    if storage.is_local(uri) and not storage.list_dir(uri):
+        raise CommandError(f"{uri} is not an embedding folder (--embedding)", hint)
+    try:
+        return load_song_embedding(uri)
+    except (FileNotFoundError, NotADirectoryError, KeyError, ValueError) as exc:
+        raise CommandError(f"{uri} is not a song embedding: {exc} (--embedding)", hint) from None
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rl.songs.catalog import FEATURE_COLUMNS
+
+    catalog = load_catalog_option(args.catalog)
     print(f"catalog: {args.catalog or paths.default_catalog_uri()}")
     print(f"tracks (deduplicated on track_id): {len(catalog)}")
     print("genres:")
@@ -90,17 +127,12 @@ def run_catalog(args: argparse.Namespace) -> int:
 
 
 def run_train_embedding(args: argparse.Namespace) -> int:
-    config = VAEConfig(
-        latent_dim=args.latent_dim,
-        hidden_sizes=tuple(args.hidden),
-        kl_weight=args.kl_weight,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
-    catalog = load_catalog(args.catalog)
-    embedding = train_song_embedding(catalog, config)
+    from rl.songs.embedding import train_song_embedding
+
     out = args.out or paths.default_embedding_uri()
-    embedding.save(out)
+    require_writable(out, "--out")
+    catalog = load_catalog_option(args.catalog)
+    embedding = train_song_embedding(catalog, args.vae_config)
     report = embedding_quality(embedding.latents, catalog, args.k)
     embedding.metrics["quality"] = report
     embedding.save(out)
@@ -114,6 +146,9 @@ def run_train_embedding(args: argparse.Namespace) -> int:
 
 def embedding_quality(latents: np.ndarray, catalog, k: int = 4) -> dict[str, float]:
     """Genre coherence of top-k neighbours for the latents and the raw features, and chance."""
+    from rl.songs.catalog import FeatureScaler, genre_coherence
+    from rl.songs.retrieval import KnnIndex
+
     genres = catalog.genres()
     ids = list(catalog.track_ids)
     latent_rows = KnnIndex(latents, catalog.track_ids).neighbours_of_tracks(ids, k=k).rows
@@ -131,6 +166,8 @@ def embedding_quality(latents: np.ndarray, catalog, k: int = 4) -> dict[str, flo
 
 
 def print_neighbours(embedding, catalog, track_ids: list[str], k: int) -> None:
+    from rl.songs.retrieval import KnnIndex
+
     index = KnnIndex(embedding.latents, embedding.track_ids)
     answer = index.neighbours_of_tracks(track_ids, k=k)
     for query, track_id in enumerate(track_ids):
@@ -144,11 +181,16 @@ def print_neighbours(embedding, catalog, track_ids: list[str], k: int) -> None:
 
 
 def run_neighbours(args: argparse.Namespace) -> int:
-    catalog = load_catalog(args.catalog)
-    embedding = load_song_embedding(args.embedding) if args.embedding else ensure_song_embedding()
+    from rl.songs.retrieval import RetrievalError
+
+    if args.k < 1:
+        raise CommandError(f"-k must be >= 1, got {args.k}")
+    catalog = load_catalog_option(args.catalog)
+    embedding = load_embedding_option(args.embedding)
     try:
         print_neighbours(embedding, catalog, args.track_ids, args.k)
-    except RetrievalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except RetrievalError as exc:  # an unknown track id
+        raise CommandError(
+            str(exc), "find ids with `encore catalog` or the catalog parquet"
+        ) from None
     return 0

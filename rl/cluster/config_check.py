@@ -16,6 +16,7 @@ one machine) that the local proof runs on. Pure Python: nothing here starts Ray.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -376,6 +377,9 @@ def check_storage_uri(uri: str, role: str, *, must_exist: bool, writable: bool) 
     if must_exist and info.type == FileType.NotFound:
         return f"{role} URI {uri!r} does not exist"
     if writable:
+        # A local probe creates the folders on its way; they are removed again, so that
+        # checking a configuration leaves no empty data folders behind.
+        created = _missing_local_folders(uri) if storage.is_local(uri) else []
         probe = storage.join(uri, f".encore-probe-{uuid.uuid4().hex[:8]}")
         try:
             storage.write_bytes(probe, b"ok")
@@ -383,7 +387,24 @@ def check_storage_uri(uri: str, role: str, *, must_exist: bool, writable: bool) 
             probe_fs.delete_file(probe_path)
         except Exception as exc:
             return f"{role} URI {uri!r} is not writable: {exc}"
+        finally:
+            for folder in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
     return None
+
+
+def _missing_local_folders(uri: str) -> list[str]:
+    """The folders from ``uri`` up that do not exist yet, deepest first."""
+    missing = []
+    folder = os.path.abspath(uri)
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
 
 
 def default_storage_uris() -> dict[str, str]:

@@ -72,6 +72,7 @@ class ProofConfig:
     fake_max_workers: dict[str, int] = field(
         default_factory=lambda: {"cpu_worker": 3, "train_worker": 1}
     )
+    """Most fake nodes of each worker type the autoscaler may start."""
     load_seconds: float = 60.0
     """How long HTTP load is driven. > 0."""
     load_concurrency: int = 8
@@ -79,8 +80,11 @@ class ProofConfig:
     scorer_max_replicas: int = 4
     """Scorer replicas Serve may add under load (each 0.5 CPU, so >2 need a new node)."""
     sim_users: int = 200
+    """Users of the simulation job whose log the training job learns from. >= 1."""
     sim_days: int = 4
+    """Days of that simulation. >= 1."""
     train_iterations: int = 3
+    """Iterations of the training job (offline PPO on RLlib). >= 1."""
     node_loss: bool = False
     """Also kill the node running the learner during a second training job and resubmit."""
     timeout_s: float = 1500.0

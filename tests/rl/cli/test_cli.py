@@ -29,8 +29,8 @@ def test_catalog_prints_stats(capsys):
 
 
 def test_catalog_error_is_clear(tmp_path, capsys):
-    assert main(["catalog", "--catalog", str(tmp_path / "x.parquet")]) == 1
-    assert "catalog not found" in capsys.readouterr().err
+    assert main(["catalog", "--catalog", str(tmp_path / "x.parquet")]) == 2
+    assert "x.parquet does not exist (--catalog)" in capsys.readouterr().err
 
 
 def test_train_embedding_tiny_budget(tmp_path, capsys):
@@ -53,7 +53,7 @@ def test_neighbours(trained_embedding, tmp_path, capsys):
 
 def test_neighbours_unknown_track(trained_embedding, tmp_path, capsys):
     trained_embedding.save(str(tmp_path))
-    assert main(["neighbours", "nope", "--embedding", str(tmp_path)]) == 1
+    assert main(["neighbours", "nope", "--embedding", str(tmp_path)]) == 2
     assert "unknown track id 'nope'" in capsys.readouterr().err
 
 
