@@ -35,7 +35,7 @@ from rl.decision.observation import ObservationLayout
 from rl.feedback.reward import IMMEDIATE_SKIP, RewardConfig, compute_reward
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import build_corpus
-from rl.simulator.recommender import build_observations, retrieve_candidates
+from rl.simulator.recommender import observations_from_corpus, retrieve_candidates
 from rl.simulator.simulation import HOUR_PROBABILITIES
 from rl.simulator.user import (
     initial_state,
@@ -127,7 +127,7 @@ class ListeningSessionEnv(gym.Env):
         self._relationship = relationship_of(
             self.state, self._user, self._candidates, self.day, self.betas
         )
-        obs = build_observations(
+        obs = observations_from_corpus(
             self.layout, self.corpus, self._current, self.state.taste[self._user], self._hour,
             self._weekday, self._candidates, self._relationship,
         )  # fmt: skip

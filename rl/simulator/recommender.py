@@ -49,7 +49,7 @@ class SongFeatureSource(Protocol):
         ...
 
 
-def build_observations(
+def observations_from_corpus(
     layout: ObservationLayout,
     corpus: Corpus,
     current: np.ndarray,  # (B,)

@@ -43,7 +43,7 @@ from rl.simulator.metrics import (
 )
 from rl.simulator.recommender import (
     SongFeatureSource,
-    build_observations,
+    observations_from_corpus,
     decide,
     retrieve_candidates,
 )
@@ -273,7 +273,7 @@ class Simulator:
                     break
             relationship = relationship_of(state, users, candidates, day, self.betas)
             taste = state.taste[users]
-            obs = build_observations(
+            obs = observations_from_corpus(
                 self.layout, corpus, current, taste, hour, weekday, candidates, relationship,
                 self.song_features,
             )  # fmt: skip

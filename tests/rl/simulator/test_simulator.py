@@ -110,9 +110,9 @@ def test_logged_propensities_sum_to_one_and_match_policy(corpus):
     data = buffer.concatenated()
     assert len(data["user"]) > 50
     # Rebuild the observations the policy saw and check the logged propensity.
-    from rl.simulator.recommender import build_observations
+    from rl.simulator.recommender import observations_from_corpus
 
-    obs = build_observations(
+    obs = observations_from_corpus(
         LAYOUT, corpus, data["current"], data["taste"], data["hour"], data["weekday"][0],
         data["candidates"], data["relationship"],
     )  # fmt: skip
