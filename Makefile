@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-slow lint bench clean
 
 install: $(STAMP)
+	# The shared user store's server (tests start their own on a free port; Debian's package).
+	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -4,10 +4,14 @@ Where it sits: the Serve ingress (services/ingress.py) passes its hops to the Em
 Retriever and Scorer deployments; the in-process baseline (services/inprocess.py) passes the
 same cores called locally. Everything else (catalog table, user-state store, feedback
 sink, A/B split, neighbour cache, memory bounds) is built here once, so the two cannot
-drift apart.
+drift apart. The user state is rebuilt (or a shared store reloaded) from the decision log
+before the first request (services/user_state_rebuild.py), after the feedback sink has
+replayed any journal a crash left behind, so the log it reads is complete.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from rl.songs.catalog import load_catalog
 from rl.songs.embedding import SongEmbedding, ensure_song_embedding
@@ -22,7 +26,7 @@ from services.core.request_pipeline import (
     ScoreFn,
 )
 from services.core.scoring import ArmAssignment
-from services.core.user_state import UserStateStore
+from services.core.user_state import InProcessUserStore, UserStore
 
 
 def load_served_songs(config: ServiceConfig) -> tuple[SongEmbedding, CatalogTable]:
@@ -35,6 +39,53 @@ def load_served_songs(config: ServiceConfig) -> tuple[SongEmbedding, CatalogTabl
     return embedding, CatalogTable.from_embedding(embedding.track_ids, embedding.latents, metadata)
 
 
+def make_user_store(config: ServiceConfig, default_taste: np.ndarray) -> UserStore:
+    """The store ``config.user_store`` names (not yet connected)."""
+    if config.user_store == "memory":
+        return InProcessUserStore(
+            config.layout,
+            default_taste=default_taste,
+            max_users=config.max_users,
+            max_pending=config.max_pending,
+        )
+    from services.core.redis_user_store import RedisUserStore
+
+    return RedisUserStore(
+        config.layout,
+        default_taste=default_taste,
+        url=config.user_store,
+        namespace=config.user_store_namespace,
+        pending_ttl_s=config.pending_ttl_s,
+    )
+
+
+def prepare_user_store(config: ServiceConfig, store: UserStore, catalog: CatalogTable) -> str:
+    """Rebuild or reload ``store`` from the log (``config.rebuild_user_state``); returns
+    what happened, for the replica's log."""
+    from services.user_state_rebuild import describe_report, prepare_at_start, run_in_fresh_loop
+
+    if not config.rebuild_user_state:
+        return "user state: not rebuilt at start (rebuild_user_state is off)"
+
+    async def prepare() -> dict:
+        # A shared store gets its own client here: clients belong to the loop they run on.
+        target = store if store.kind == "memory" else make_user_store(config, store.default_taste)
+        try:
+            return await prepare_at_start(
+                target,
+                config.log_uri,
+                catalog.track_ids,
+                catalog.latents,
+                engine=config.user_state_engine,
+                max_tracks=getattr(target, "max_tracks_per_user", None),
+            )
+        finally:
+            if target is not store:
+                await target.close()
+
+    return describe_report(run_in_fresh_loop(prepare))
+
+
 def assemble_pipeline(
     config: ServiceConfig,
     catalog: CatalogTable,
@@ -42,25 +93,24 @@ def assemble_pipeline(
     retrieve: RetrieveFn,
     score: ScoreFn,
 ) -> RecommendationPipeline:
-    """The pipeline over ``catalog`` with the given hops and the config's store and sink."""
+    """The pipeline over ``catalog`` with the given hops and the config's store and sink;
+    the store is rebuilt or reloaded from the log before this returns."""
     layout = config.layout
+    sink = FeedbackSink(
+        config.log_uri,
+        config.journal_dir,
+        flush_interval_s=config.flush_interval_s,
+        fsync=config.fsync,
+        k=layout.k,
+        n_betas=layout.n_betas,
+    )
+    store = make_user_store(config, default_taste=catalog.latents.mean(axis=0))
+    print(prepare_user_store(config, store, catalog), flush=True)
     return RecommendationPipeline(
         layout=layout,
         catalog=catalog,
-        store=UserStateStore(
-            layout,
-            default_taste=catalog.latents.mean(axis=0),
-            max_users=config.max_users,
-            max_pending=config.max_pending,
-        ),
-        sink=FeedbackSink(
-            config.log_uri,
-            config.journal_dir,
-            flush_interval_s=config.flush_interval_s,
-            fsync=config.fsync,
-            k=layout.k,
-            n_betas=layout.n_betas,
-        ),
+        store=store,
+        sink=sink,
         embed=embed,
         retrieve=retrieve,
         score=score,

@@ -61,7 +61,21 @@ class ServiceConfig:
     max_pending: int = 200_000
     """Decisions awaiting feedback kept in memory (oldest dropped). >= 1."""
     max_users: int = 100_000
-    """Users whose state is kept in memory (least recently seen dropped). >= 1."""
+    """Users whose state the in-process store keeps (least recently seen dropped). >= 1."""
+    user_store: str = "memory"
+    """Where the listeners' state and pending decisions live: "memory" (this process; one
+    Ingress replica) or "redis://host:port/db" (shared by any number of Ingress replicas,
+    services/core/redis_user_store.py)."""
+    user_store_namespace: str = "encore"
+    """Key prefix in a shared store (several apps may share one Redis)."""
+    pending_ttl_s: float = 86_400.0
+    """How long a decision waits for its feedback in a shared store. > 0."""
+    rebuild_user_state: bool = True
+    """At start, rebuild the user state from the decision log (the in-process store every
+    time; a shared store only if it was never built) (services/user_state_rebuild.py)."""
+    user_state_engine: str = "pyarrow"
+    """How that start-time rebuild reads the log: "pyarrow" (in the replica) or "ray"
+    (Ray Data tasks; for logs too big for one process)."""
     admin_token_env: str = "ENCORE_ADMIN_TOKEN"
     """Environment variable holding the admin token; admin endpoints are off when unset."""
     ab_arms: dict[str, float] = field(default_factory=dict)
@@ -125,6 +139,18 @@ class ServiceConfig:
             )
         if self.max_pending < 1 or self.max_users < 1:
             raise ValueError("max_pending and max_users must be >= 1")
+        if self.user_store != "memory" and not self.user_store.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"user_store must be 'memory' or a redis:// URL, got {self.user_store!r}"
+            )
+        if not self.pending_ttl_s > 0:
+            raise ValueError(f"pending_ttl_s must be > 0, got {self.pending_ttl_s}")
+        if self.user_state_engine not in ("ray", "pyarrow"):
+            raise ValueError(
+                f"user_state_engine must be 'ray' or 'pyarrow', got {self.user_state_engine!r}"
+            )
         self._check_arms()
         _ = self.layout  # validates k and betas
 

@@ -43,7 +43,9 @@ from services.schemas import (
     PromoteRequest,
     RecommendRequest,
     RecommendResponse,
+    UserResponse,
 )
+from services.user_view import user_view
 
 api = FastAPI(
     title="Encore recommender",
@@ -139,12 +141,19 @@ class Ingress:
     @api.get("/v1/health", response_model=HealthResponse)
     async def health(self) -> HealthResponse:
         described = await self._describe()
+        store = await self.pipeline.store.stats()
         return HealthResponse(
             status="ok",
             model_version=described["version"],
-            pending_requests=self.pipeline.store.n_pending,
+            pending_requests=store.get("pending"),
             feedback=self.pipeline.sink.counts,
+            user_store=store,
         )
+
+    @api.get("/v1/users/{user_id}", response_model=UserResponse, responses={404: {}})
+    async def user(self, user_id: str) -> UserResponse:
+        """The listener's state as the service sees it: taste, relationships, recent decisions."""
+        return await user_view(self.pipeline, user_id)
 
     @api.get("/v1/models", response_model=ModelsResponse)
     async def models(self) -> ModelsResponse:

@@ -152,8 +152,31 @@ class PromoteRequest(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model_version: str
-    pending_requests: int
+    pending_requests: int | None = Field(
+        description="decisions awaiting feedback (null: a shared store does not count them)"
+    )
     feedback: dict
+    user_store: dict = Field(default_factory=dict, description="kind, users, pending")
+
+
+class SongRelationship(BaseModel):
+    track_id: str
+    state: list[float] = Field(description="relationship state per beta at the start of today")
+    last_listened_day: int = Field(description="days since the epoch (UTC)")
+
+
+class UserResponse(BaseModel):
+    """A listener's state as the service sees it (for debugging a recommendation)."""
+
+    user_id: str
+    taste: list[float] = Field(description="the taste latent the next observation will carry")
+    listens: int = Field(description="listens (>= 30 s) the state has counted")
+    betas: list[float] = Field(description="forgetting factors of the relationship states")
+    relationships: list[SongRelationship] = Field(
+        description="songs with a relationship, most recently listened first"
+    )
+    sessions: dict[str, int] = Field(description="next position per session id")
+    recent_decisions: list[dict] = Field(description="latest decisions, newest first")
 
 
 class ModelsResponse(BaseModel):

@@ -1,18 +1,18 @@
 """Per-user serving state: taste, relationship states with songs, and pending decisions.
 
-Where it sits: inside the ingress (services/ingress.py), between retrieval and scoring.
-At decision time it supplies the observation's ``user_taste`` and
-``candidate_relationship`` parts; when feedback arrives it turns the remembered decision
-into a decision-log row (rl/feedback/schema.py) and updates the user's state. Pure numpy, no
-Ray, so the in-process benchmark baseline and the tests use it directly.
+Where it sits: the request pipeline (services/core/request_pipeline.py) asks a ``UserStore``
+for the observation's ``user_taste`` and ``candidate_relationship`` parts at decision time,
+remembers each decision until its feedback arrives, and records listens. Two stores
+implement the one interface: ``InProcessUserStore`` (this module; the embedded default, one
+ingress replica) and ``RedisUserStore`` (services/core/redis_user_store.py; any number of
+ingress replicas or machines). tests/services/test_user_store.py runs the same conformance
+tests against both.
 
-Why here and not in the Scorer: feedback must find the context of its request (the
-candidates, observation parts and behaviour_logp of the decision), and the user state must
-be updated where the next observation is built. Keeping both in the replica that issues
-request ids means no extra hop per request; the ingress therefore runs one replica (the
-stateless Scorer, Retriever and Embedder scale out). Memory is bounded: at most
-``max_users`` users (least recently seen evicted), ``max_tracks_per_user`` relationship
-entries each, and ``max_pending`` decisions awaiting feedback (oldest dropped).
+The state is a materialised view of the decision log: a user's taste, relationships,
+listens and session positions follow from their logged decisions alone (``apply_listen``
+below is the one definition of a listen's effect; services/core/user_state_fold.py replays a
+log through it), so ``encore user-state rebuild`` (services/user_state_rebuild.py) recomputes it and losing the store loses nothing. Pending
+decisions are not in the log (they await feedback), so they live in the store only.
 
 Relationship state (the paper): s_{t+1} = beta * s_t + (1 - beta) * 1{listened on day t},
 applied lazily: each (user, track) entry holds the state at the start of its day and
@@ -22,9 +22,12 @@ form (rl.decision.relationship_state).
 
 from __future__ import annotations
 
+import abc
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,8 @@ from rl.decision.relationship_state import relationship_after_days, update_relat
 SECONDS_PER_DAY = 86_400
 LISTENED_SECONDS = 30.0
 """A stream counts as a listen from 30 s on (the paper's c > 0)."""
+RECENT_DECISIONS = 20
+"""Decisions kept per user for ``GET /v1/users/{user_id}``."""
 
 
 def day_of(timestamp: float) -> int:
@@ -66,6 +71,8 @@ class UserState:
     relationships: OrderedDict[str, RelationshipEntry] = field(default_factory=OrderedDict)
     listens: int = 0
     positions: dict[str, int] = field(default_factory=dict)  # session_id -> next position
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    """The user's latest decisions, oldest first (``recent_entry``)."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +94,173 @@ class PendingDecision:
     policy_version: str
     arm: str
 
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        for name in ("candidate_latents", "candidate_relationship", "user_taste"):
+            out[name] = np.asarray(out[name], np.float32).tolist()
+        return out
 
-class UserStateStore:
-    """Bounded per-user taste and relationship states plus pending decisions.
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> PendingDecision:
+        state = dict(state)
+        for name in ("candidate_latents", "candidate_relationship", "user_taste"):
+            state[name] = np.asarray(state[name], np.float32)
+        return cls(**state)
 
-    Parameters
-    ----------
-    layout : the observation layout (latent size, betas, k).
-    default_taste : (D,) taste of a user never seen (e.g. the mean catalog latent).
-    taste_rate : weight of a listened song's latent in the taste EMA, in (0, 1].
-    max_users, max_tracks_per_user, max_pending : memory bounds (LRU eviction).
+
+def recent_entry(decision: PendingDecision) -> dict[str, Any]:
+    """What ``GET /v1/users/{user_id}`` shows of one decision."""
+    return {
+        "request_id": decision.request_id,
+        "timestamp": decision.timestamp,
+        "session_id": decision.session_id,
+        "position": decision.position,
+        "current_track_id": decision.current_track_id,
+        "candidate_track_ids": list(decision.candidate_track_ids),
+        "chosen_track_id": decision.candidate_track_ids[decision.chosen_index],
+        "policy_version": decision.policy_version,
+        "arm": decision.arm,
+    }
+
+
+def apply_listen(
+    state: UserState,
+    track_id: str,
+    latent: np.ndarray | None,
+    day: int,
+    taste_rate: float,
+    betas: np.ndarray,
+    max_tracks: int | None = None,
+) -> None:
+    """A listen (>= 30 s) on ``day``: move the taste toward the song (when its latent is
+    known), count it, and mark the (user, track) relationship as listened that day.
+
+    The one definition of a listen's effect: live feedback (both stores) and the rebuild
+    from the log (``fold_user_rows``) call it."""
+    if latent is not None:
+        state.taste = (1.0 - taste_rate) * state.taste + taste_rate * np.asarray(latent, np.float32)
+        state.taste = state.taste.astype(np.float32)
+    state.listens += 1
+    entry = state.relationships.get(track_id)
+    if entry is None:
+        entry = RelationshipEntry(np.zeros(len(betas), np.float32), day)
+        state.relationships[track_id] = entry
+        if max_tracks is not None and len(state.relationships) > max_tracks:
+            state.relationships.popitem(last=False)
+    elif day > entry.day:
+        entry.state, entry.day, entry.listened_today = entry.at_start_of(day, betas), day, False
+    state.relationships.move_to_end(track_id)
+    entry.listened_today = True
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """What the store supplies for a batch of decisions."""
+
+    tastes: np.ndarray  # (B, D)
+    relationships: list[np.ndarray]  # B arrays of (K_b, R)
+    positions: list[int]  # the next position in each request's session (now taken)
+
+
+class UserStore(abc.ABC):
+    """Per-user taste and relationship states plus pending decisions (the interface).
+
+    Parameters shared by every implementation: ``layout`` (latent size, betas),
+    ``default_taste`` (D,) of a user never seen (e.g. the mean catalog latent) and
+    ``taste_rate``, the weight of a listened song's latent in the taste EMA, in (0, 1].
+    Every method is a coroutine: a shared store answers over the network.
     """
+
+    def __init__(
+        self, layout: ObservationLayout, default_taste: np.ndarray, taste_rate: float = 0.1
+    ) -> None:
+        if not 0.0 < taste_rate <= 1.0:
+            raise ValueError(f"taste_rate must be in (0, 1], got {taste_rate}")
+        self.layout = layout
+        self.betas = np.asarray(layout.betas, np.float32)
+        self.default_taste = np.asarray(default_taste, np.float32).reshape(layout.latent_dim)
+        self.taste_rate = float(taste_rate)
+
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    async def decision_context(
+        self,
+        user_ids: list[str],
+        session_ids: list[str],
+        candidates: list[list[str]],
+        day: int,
+    ) -> DecisionContext:
+        """Tastes and relationship states at the start of ``day``, and the next position
+        of each session (taken: two calls never get the same position)."""
+
+    @abc.abstractmethod
+    async def remember(self, decisions: list[PendingDecision]) -> None:
+        """Keep decisions until their feedback (``claim``); add them to the users' recent."""
+
+    @abc.abstractmethod
+    async def claim(self, request_id: str) -> PendingDecision | None:
+        """Take a pending decision (None if unknown, expired or already taken). Atomic:
+        of two concurrent claims of one request id, at most one gets the decision."""
+
+    @abc.abstractmethod
+    async def give_back(self, decision: PendingDecision) -> None:
+        """Undo a ``claim`` whose feedback could not be journaled."""
+
+    @abc.abstractmethod
+    async def record_listen(
+        self, user_id: str, track_id: str, latent: np.ndarray | None, day: int
+    ) -> None:
+        """``apply_listen`` to the user's state, atomically per user."""
+
+    @abc.abstractmethod
+    async def user(self, user_id: str) -> UserState | None:
+        """A copy of the user's state, or None for a user the store has never seen."""
+
+    @abc.abstractmethod
+    async def load(self, users: Iterable[tuple[str, UserState]], source: str) -> int:
+        """Replace the users' states (pending decisions are kept); returns users loaded
+        and records ``source`` (e.g. the log URI) as what the state was built from."""
+
+    @abc.abstractmethod
+    async def built_from(self) -> str | None:
+        """The source of the last ``load`` that completed, or None."""
+
+    @abc.abstractmethod
+    async def stats(self) -> dict[str, Any]:
+        """{"kind", "users", "pending"} for /v1/health."""
+
+    async def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release connections."""
+
+    async def start_lock(self, ttl_s: float) -> bool:
+        """Take the right to rebuild this store at start (shared stores: one replica)."""
+        return True
+
+    async def release_start_lock(self) -> None:  # noqa: B027 (optional hook)
+        """Give the start lock back."""
+
+    def relationship_now(
+        self, state: UserState | None, track_ids: list[str], day: int
+    ) -> np.ndarray:
+        """(K, R) relationship states of ``state`` with ``track_ids`` at the start of ``day``."""
+        out = np.zeros((len(track_ids), self.layout.n_betas), np.float32)
+        if state is not None:
+            for slot, track_id in enumerate(track_ids):
+                entry = state.relationships.get(track_id)
+                if entry is not None:
+                    out[slot] = entry.at_start_of(day, self.betas)
+        return out
+
+
+class InProcessUserStore(UserStore):
+    """The store in this process's memory, bounded (least recently seen users dropped).
+
+    Serves one ingress replica: pending decisions are found only by the replica that made
+    them. ``max_users``, ``max_tracks_per_user`` and ``max_pending`` bound memory (LRU).
+    """
+
+    kind = "memory"
 
     def __init__(
         self,
@@ -108,8 +271,7 @@ class UserStateStore:
         max_tracks_per_user: int = 512,
         max_pending: int = 200_000,
     ) -> None:
-        if not 0.0 < taste_rate <= 1.0:
-            raise ValueError(f"taste_rate must be in (0, 1], got {taste_rate}")
+        super().__init__(layout, default_taste, taste_rate)
         for name, value in (
             ("max_users", max_users),
             ("max_tracks_per_user", max_tracks_per_user),
@@ -117,19 +279,15 @@ class UserStateStore:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        self.layout = layout
-        self.betas = np.asarray(layout.betas, np.float32)
-        self.default_taste = np.asarray(default_taste, np.float32).reshape(layout.latent_dim)
-        self.taste_rate = float(taste_rate)
         self.max_users = max_users
         self.max_tracks_per_user = max_tracks_per_user
         self.max_pending = max_pending
         self._users: OrderedDict[str, UserState] = OrderedDict()
         self._pending: OrderedDict[str, PendingDecision] = OrderedDict()
+        self._built_from: str | None = None
         self.dropped_pending = 0
 
-    # -- decision time --------------------------------------------------------------------
-    def user(self, user_id: str) -> UserState:
+    def _state(self, user_id: str) -> UserState:
         state = self._users.get(user_id)
         if state is None:
             state = UserState(taste=self.default_taste.copy())
@@ -140,72 +298,84 @@ class UserStateStore:
             self._users.move_to_end(user_id)
         return state
 
-    def relationship(self, user_id: str, track_ids: list[str], day: int) -> np.ndarray:
-        """(K, R) relationship states of a user with ``track_ids`` at the start of ``day``."""
-        state = self.user(user_id)
-        out = np.zeros((len(track_ids), self.layout.n_betas), np.float32)
-        for slot, track_id in enumerate(track_ids):
-            entry = state.relationships.get(track_id)
-            if entry is not None:
-                out[slot] = entry.at_start_of(day, self.betas)
-        return out
+    async def decision_context(
+        self,
+        user_ids: list[str],
+        session_ids: list[str],
+        candidates: list[list[str]],
+        day: int,
+    ) -> DecisionContext:
+        tastes = np.zeros((len(user_ids), self.layout.latent_dim), np.float32)
+        relationships, positions = [], []
+        for i, (user_id, session_id) in enumerate(zip(user_ids, session_ids, strict=True)):
+            state = self._state(user_id)
+            tastes[i] = state.taste
+            relationships.append(self.relationship_now(state, candidates[i], day))
+            positions.append(state.positions.get(session_id, 0))
+            state.positions[session_id] = positions[-1] + 1
+        return DecisionContext(tastes, relationships, positions)
 
-    def observation_parts(
-        self, user_id: str, candidate_track_ids: list[str], day: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(taste (D,), relationship (K, R)) for one decision."""
-        return self.user(user_id).taste.copy(), self.relationship(user_id, candidate_track_ids, day)
+    async def remember(self, decisions: list[PendingDecision]) -> None:
+        for decision in decisions:
+            self._remember_one(decision)
+            self._state(decision.user_id).recent.append(recent_entry(decision))
 
-    def next_position(self, user_id: str, session_id: str) -> int:
-        positions = self.user(user_id).positions
-        position = positions.get(session_id, 0)
-        positions[session_id] = position + 1
-        if len(positions) > 64:  # only recent sessions matter
-            positions.pop(next(iter(positions)))
-        return position
-
-    def remember(self, decision: PendingDecision) -> None:
+    def _remember_one(self, decision: PendingDecision) -> None:
         self._pending[decision.request_id] = decision
         if len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
             self.dropped_pending += 1
 
-    def pending(self, request_id: str) -> PendingDecision | None:
-        return self._pending.get(request_id)
+    async def claim(self, request_id: str) -> PendingDecision | None:
+        return self._pending.pop(request_id, None)
 
-    def forget(self, request_id: str) -> None:
-        self._pending.pop(request_id, None)
+    async def give_back(self, decision: PendingDecision) -> None:
+        self._remember_one(decision)
 
-    @property
-    def n_pending(self) -> int:
-        return len(self._pending)
-
-    @property
-    def n_users(self) -> int:
-        return len(self._users)
-
-    # -- feedback time --------------------------------------------------------------------
-    def record_listen(self, user_id: str, track_id: str, latent: np.ndarray, day: int) -> None:
-        """A listen (>= 30 s): move the taste toward the song, mark the relationship."""
-        state = self.user(user_id)
-        state.taste = (1.0 - self.taste_rate) * state.taste + self.taste_rate * np.asarray(
-            latent, np.float32
+    async def record_listen(
+        self, user_id: str, track_id: str, latent: np.ndarray | None, day: int
+    ) -> None:
+        apply_listen(
+            self._state(user_id),
+            track_id,
+            latent,
+            day,
+            self.taste_rate,
+            self.betas,
+            self.max_tracks_per_user,
         )
-        state.listens += 1
-        entry = state.relationships.get(track_id)
-        if entry is None:
-            entry = RelationshipEntry(np.zeros(self.layout.n_betas, np.float32), day)
-            state.relationships[track_id] = entry
-            if len(state.relationships) > self.max_tracks_per_user:
-                state.relationships.popitem(last=False)
-        elif day > entry.day:
-            entry.state, entry.day, entry.listened_today = (
-                entry.at_start_of(day, self.betas),
-                day,
-                False,
-            )
-        state.relationships.move_to_end(track_id)
-        entry.listened_today = True
+
+    async def user(self, user_id: str) -> UserState | None:
+        state = self._users.get(user_id)
+        if state is None:
+            return None
+        return UserState(
+            taste=state.taste.copy(),
+            relationships=OrderedDict(
+                (t, RelationshipEntry(e.state.copy(), e.day, e.listened_today))
+                for t, e in state.relationships.items()
+            ),
+            listens=state.listens,
+            positions=dict(state.positions),
+            recent=deque(state.recent, maxlen=RECENT_DECISIONS),
+        )
+
+    async def load(self, users: Iterable[tuple[str, UserState]], source: str) -> int:
+        loaded = 0
+        for user_id, state in users:
+            self._users[user_id] = state
+            self._users.move_to_end(user_id)
+            if len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+            loaded += 1
+        self._built_from = source
+        return loaded
+
+    async def built_from(self) -> str | None:
+        return self._built_from
+
+    async def stats(self) -> dict[str, Any]:
+        return {"kind": self.kind, "users": len(self._users), "pending": len(self._pending)}
 
 
 def build_observations(

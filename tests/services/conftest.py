@@ -80,3 +80,16 @@ def serve_on_local_ray(fast_path: bool = False) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server of this test session (installed by ``make install``), on a free
+    loopback port, its files in a tmp dir; stopped at the end."""
+    from services.redis_server import start_redis_server
+
+    server = start_redis_server(str(tmp_path_factory.mktemp("redis")))
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -251,6 +251,33 @@ def test_feedback_is_written_to_parquet_and_read_by_ray_data(served):
     assert len({tuple(np.round(np.asarray(t, float), 6)) for t in tastes}) == len(tastes)
 
 
+def test_a_listeners_state_is_shown_and_an_unknown_one_is_404(served):
+    client = served["client"]
+    decision = recommend(served, user_id="inspected", session_id="inspect-1").json()
+    ack = client.post(
+        "/v1/feedback",
+        json={"request_id": decision["request_id"], "track_id": decision["chosen_track_id"],
+              "listen_fraction": 1.0, "liked": True, "skip_level": 3},
+    )  # fmt: skip
+    assert ack.status_code == 200 and ack.json()["listened"]
+    later = recommend(served, user_id="inspected", session_id="inspect-1").json()
+    view = client.get("/v1/users/inspected")
+    assert view.status_code == 200, view.text
+    body = view.json()
+    assert body["listens"] == 1 and len(body["taste"]) == 5  # the VAE's latent size
+    assert [r["request_id"] for r in body["recent_decisions"]] == [
+        later["request_id"],
+        decision["request_id"],
+    ]  # newest first
+    assert body["recent_decisions"][1]["chosen_track_id"] == decision["chosen_track_id"]
+    (related,) = body["relationships"]
+    assert related["track_id"] == decision["chosen_track_id"]
+    assert len(related["state"]) == len(body["betas"]) == 4
+    assert body["sessions"] == {"inspect-1": 2}
+    missing = client.get("/v1/users/nobody-ever")
+    assert missing.status_code == 404 and missing.json()["field"] == "user_id"
+
+
 # -- gRPC ---------------------------------------------------------------------------------------
 def test_grpc_recommend_feedback_and_errors(served):
     import grpc
