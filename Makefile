@@ -35,8 +35,14 @@ lint: install
 	$(BIN)/ruff format --check rl services tests benchmarks
 	$(BIN)/mypy rl services
 
+# Each benchmark's output is also kept in $(BENCH_OUT)/<name>.txt for `encore report`.
+BENCH_OUT ?= $${ENCORE_DATA:-data}/reports/benchmarks
 bench: install
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@mkdir -p $(BENCH_OUT)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; \
+	  out=$(BENCH_OUT)/$$(basename $$script .py).txt; \
+	  ($(BIN)/python $$script 2>&1; echo "exit status $$?") | tee $$out.partial; \
+	  tail -n 1 $$out.partial | grep -qx "exit status 0" || exit 1; mv $$out.partial $$out; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
