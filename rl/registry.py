@@ -195,6 +195,16 @@ class ModelRegistry:
         )
         return entry
 
+    def annotate(self, version: str, key: str, value: Any) -> ModelVersion:
+        """Add evidence (e.g. the promotion gate's) to a version's manifest ``data[key]``;
+        the checkpoint and its checksums are untouched."""
+        entry = self.get(version)
+        updated = ModelVersion(**{**entry.__dict__, "data": {**entry.data, key: value}})
+        storage.write_json(
+            storage.join(self.version_uri(version), "manifest.json"), updated.to_dict()
+        )
+        return updated
+
     def promote(self, version: str) -> None:
         """Point production at ``version`` (verified first); one atomic object write."""
         self.verify(version)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -274,7 +275,7 @@ METRICS = ("reward_per_decision", "minutes_60d", "active_days_60d")
 per user over the window (recommended plays + organic returns), active days per user."""
 
 
-class _OrganicMinutes:
+class OrganicMinutes:
     """Receives the simulator's log rows like a ``FeedbackLogWriter`` and keeps only the
     per-user organic minutes (the decision rows are counted from the day's buffer)."""
 
@@ -294,7 +295,7 @@ def run_population_outcomes(simulator, days: int) -> dict[str, np.ndarray]:
     """Per-user totals over ``days``: reward, decisions, minutes, active days."""
     n = simulator.n_users
     totals = {name: np.zeros(n) for name in ("reward", "decisions", "minutes", "active_days")}
-    organic = _OrganicMinutes(n)
+    organic = OrganicMinutes(n)
     durations_min = np.asarray(simulator.corpus.durations_s, np.float64) / 60.0
     for _ in range(days):
         day = simulator.run_day(organic).concatenated()  # type: ignore[arg-type]
@@ -317,7 +318,7 @@ def paired_comparison(
     n_bootstrap: int = 1000,
     baselines: tuple[str, ...] = (LOGGING_ARM,),
     on_arm=None,
-) -> dict[str, dict]:
+) -> dict[str, Any]:
     """Every arm on the same population (``make_simulator(policy)``, see
     ``compare_paired_in_simulator``); returns ``{"arms": {arm: {metric: {"mean", "ci"}}},
     "differences": {arm: {"vs_<baseline>": {metric: {"mean", "ci"}}}}}`` with 95% paired
@@ -359,4 +360,5 @@ def paired_comparison(
                 )
                 for m in METRICS
             }
-    return {"arms": arms, "differences": differences, "users": n, "days": days}
+    result: dict[str, Any] = {"arms": arms, "differences": differences, "users": n, "days": days}
+    return result

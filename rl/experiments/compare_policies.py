@@ -135,16 +135,20 @@ def write_feature_steps(
     steps_uri: str,
     embedding,
     layout: ObservationLayout,
-    table: SongFeatureTable,
+    table: SongFeatureTable | None,
     return_weight: float | None = None,
+    days: list[int] | None = None,
 ) -> list[str]:
-    """The log as offline steps whose observations carry the song features; with
-    ``return_weight`` the reward gets the paper's long-term term (``_return_days_column``)."""
+    """The log (optionally some days) as offline steps whose observations carry the song
+    features (``table``; None for a layout without them); with ``return_weight`` the reward
+    gets the paper's long-term term (``_return_days_column``)."""
     from rl.feedback.log import read_decisions
     from rl.feedback.offline_steps import decisions_to_offline_steps, write_steps
 
-    decisions = read_decisions(log_uri)
+    decisions = read_decisions(log_uri, days)
     if return_weight is not None:
+        if table is None:
+            raise ValueError("the return-days reward needs the song table")
         decisions = decisions.map_batches(
             _return_days_column(table, return_weight), batch_format="pyarrow", batch_size=None
         )

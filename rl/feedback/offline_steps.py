@@ -140,6 +140,7 @@ class SessionStepBuilder:
         if layout.song_feature_dim:
             candidate_ids = np.full((n, k), "", dtype=object)
             candidate_ids[row, slot] = candidates.values.to_numpy(zero_copy_only=False)
+            assert self.song_features is not None  # checked in __init__
             features = self.song_features.candidate_features_by_id(candidate_ids, taste)
             features = features * mask[..., None]
         return layout.build(
