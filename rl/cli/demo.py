@@ -18,9 +18,8 @@ import argparse
 import time
 
 from rl import paths, storage
-from rl.cli.embedding import embedding_quality, print_neighbours
-from rl.songs.catalog import load_catalog
-from rl.songs.embedding import ensure_song_embedding
+from rl.cli.config_options import config_options
+from rl.cli.errors import CommandError
 
 #: Real tracks from different genres whose neighbours the demo prints.
 DEMO_TRACKS = (
@@ -38,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--data", default=None, help=f"generated-data root (default {paths.data_dir()})"
     )
-    demo.add_argument("-k", type=int, default=4)
+    config_options(
+        demo, "rl.decision.observation:ObservationLayout", attr="layout", only=("k",),
+        flags={"k": ("-k", "--k")}, title="policy",
+    )  # fmt: skip
     demo.add_argument("--users", type=int, default=2000, help="simulated users (default 2000)")
     demo.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
     demo.add_argument(
@@ -61,10 +63,16 @@ def _run_command(argv: list[str]) -> None:
     print("$ encore " + " ".join(argv), flush=True)
     code = main(argv)
     if code != 0:
-        raise SystemExit(f"demo stage `encore {argv[0]}` failed with exit code {code}")
+        raise CommandError(
+            f"demo stage `encore {argv[0]}` failed with exit code {code}",
+            "its own message is above; run that command alone to look into it",
+        )
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from rl.cli.embedding import embedding_quality, load_catalog_option, print_neighbours
+    from rl.songs.embedding import ensure_song_embedding
+
     started = time.perf_counter()
     data_root = args.data or paths.data_dir()
     if not args.skip_serving:
@@ -75,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
         use_serve_fast_path()
     run_id = time.strftime("%Y%m%d-%H%M%S")
     _stage("1. catalog")
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog_option(args.catalog)
     print(f"{len(catalog)} tracks from {args.catalog or paths.default_catalog_uri()}")
 
     _stage("2. song embedding (VAE, 11 features -> 5-d latent)")

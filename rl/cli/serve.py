@@ -13,6 +13,7 @@ import argparse
 import time
 
 from rl import paths
+from rl.cli.config_options import config_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(serve_parser)
+    add_app_options(serve_parser)
     serve_parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     serve_parser.add_argument(
         "--for-seconds",
@@ -35,18 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo_parser = subparsers.add_parser(
         "serve-demo", help="start the app, send real requests and feedback, show the log, stop"
     )
-    _common(demo_parser)
+    add_app_options(demo_parser)
     demo_parser.set_defaults(func=run_serve_demo)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_app_options(parser: argparse.ArgumentParser) -> None:
+    """Where the served app's data lives, its ports, and the policy's k."""
     parser.add_argument(
-        "--data", default=None, help=f"generated-data root (default {paths.data_dir()})"
+        "--data", default=None, help=f"generated-data root (default: {paths.data_dir()})"
     )
     parser.add_argument("--catalog", default=None, help="catalog parquet URI (names, durations)")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=9000)
-    parser.add_argument("-k", type=int, default=4, help="candidates per decision (the policy's k)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
+    parser.add_argument("--grpc-port", type=int, default=9000, help="gRPC port (default: 9000)")
+    config_options(
+        parser, "rl.decision.observation:ObservationLayout", attr="layout", only=("k",),
+        flags={"k": ("-k", "--k")}, title="policy",
+    )  # fmt: skip
 
 
 def run_serve(args: argparse.Namespace) -> int:
