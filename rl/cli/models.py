@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "replicas follow it within seconds.",
     )
     promote.add_argument("version", help="a version listed by `encore models`, e.g. v0001")
+    add_gate_options(promote)
     add_registry_option(promote)
     promote.set_defaults(func=run_promote)
 
@@ -79,16 +80,29 @@ def run_models(args: argparse.Namespace) -> int:
     )
     for v in versions:
         marker = "* " if v.version == production else "  "
+        gate = v.data.get("promotion_gate")
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
         loss = v.metrics.get("final_total_loss", float("nan"))
         print(
             f"{marker}{v.version:<8} {v.algo:<12} {created:<17} {v.parent or '-':<8} "
-            f"{int(v.data.get('rows', 0)):>9} {loss:>11.4f}"
+            f"{int(v.data.get('rows', 0)):>9} {loss:>11.4f}" + _gate_cell(gate)
         )
     print("(* = production)")
     if production is not None:
         _warn_if_broken(registry, production)
     return 0
+
+
+def _gate_cell(gate: dict | None) -> str:
+    """The promotion gate's evidence: DR difference to production [95% CI] and verdict."""
+    if not gate:
+        return ""
+    verdict = "passed" if gate["passed"] else ("forced" if gate["forced"] else "refused")
+    low, high = gate["difference_ci"]
+    return (
+        f"  gate vs {gate['production']}: {gate['difference']:+.4f} "
+        f"[{low:+.4f}, {high:+.4f}] {verdict}"
+    )
 
 
 def _warn_if_broken(registry, production: str) -> None:
@@ -105,11 +119,37 @@ def run_promote(args: argparse.Namespace) -> int:
 
     registry = registry_from(args, must_exist=True)
     try:
-        registry.promote(args.version)
+        promote_with_gate(registry, args.version, args)
     except RegistryError as exc:
         raise CommandError(f"refused: {exc}", "see the versions with `encore models`") from None
     print(f"production -> {args.version}")
     return 0
+
+
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """The promotion gate's options (rl/evaluation/promotion_gate.py)."""
+    parser.add_argument(
+        "--heldout", default=None,
+        help="held-out offline steps the gate compares the version with production on (DR)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--margin", type=float, default=0.01,
+        help="refuse a version whose DR estimate is worse than production's by more (default 0.01)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--force", action="store_true", help="promote even when the gate refuses (kept on record)"
+    )
+
+
+def promote_with_gate(registry, version: str, args: argparse.Namespace) -> None:
+    from rl.evaluation.promotion_gate import promote_through_gate
+
+    if args.heldout is not None:
+        require_offline_steps(args.heldout, "--heldout")
+    try:
+        promote_through_gate(registry, version, args.heldout, args.margin, args.force)
+    except PermissionError as exc:
+        raise CommandError(f"refused: {exc}") from None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -98,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run folder for episodes and checkpoints (default: a new folder under <data>/runs)",
     )  # fmt: skip
     finetune.add_argument("--promote", action="store_true", help="promote the new version")
+    from rl.cli.models import add_gate_options
+
+    add_gate_options(finetune)  # the gate --promote goes through
     add_torch_threads_option(finetune)
     add_registry_option(finetune)
     finetune.set_defaults(func=run_finetune)
@@ -286,6 +289,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot fine-tune: {exc}") from None
     print(f"registered {entry.version} (parent {entry.parent}, {entry.data['rows']} new decisions)")
     if args.promote:
-        registry.promote(entry.version)
+        from rl.cli.models import promote_with_gate
+
+        promote_with_gate(registry, entry.version, args)
         print(f"production -> {entry.version}")
     return 0

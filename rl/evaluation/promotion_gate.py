@@ -172,3 +172,72 @@ def gate_promotion(
         forced=force and diff < -config.margin,
         data=data,
     )
+
+
+def gate_version(
+    registry,  # rl.registry.ModelRegistry
+    version: str,
+    heldout_uri: str,
+    config: GateConfig | None = None,
+    force: bool = False,
+) -> GateEvidence | None:
+    """Gate registry ``version`` against production on the held-out offline steps at
+    ``heldout_uri`` and record the evidence in its manifest; None when there is no
+    production to compare with (the first promotion). Both run greedily: exploration is
+    added on top of whichever is served, alike for both."""
+    from rl.feedback.offline_steps_files import (
+        parquet_files,
+        read_logged_decisions,
+        resolve_layout,
+    )
+    from rl.registry import PolicyScorer
+
+    production = registry.production_version()
+    if production is None or production == version:
+        return None
+    candidate = PolicyScorer.from_registry(registry, version, greedy=True)
+    incumbent = PolicyScorer.from_registry(registry, production, greedy=True)
+    layout = resolve_layout(heldout_uri, candidate.layout.without_song_features())
+    logged = read_logged_decisions(parquet_files(heldout_uri), layout)
+    evidence = gate_promotion(
+        candidate, incumbent, logged, layout, version, production, config, force, heldout_uri
+    )
+    registry.annotate(version, "promotion_gate", evidence.to_dict())
+    return evidence
+
+
+def promote_through_gate(
+    registry,  # rl.registry.ModelRegistry
+    version: str,
+    heldout_uri: str | None,
+    margin: float = GateConfig().margin,
+    force: bool = False,
+    report=print,
+) -> GateEvidence | None:
+    """What ``encore promote`` and ``finetune --promote`` do: gate ``version`` against
+    production on ``heldout_uri`` and promote it if it passes (or ``force``).
+
+    Raises ``PermissionError`` with the reason when the gate refuses, or when there is a
+    production version to compare with but no held-out data (and no ``force``)."""
+    production = registry.production_version()
+    evidence = None
+    if production is not None and production != version:
+        if heldout_uri is None:
+            if not force:
+                raise PermissionError(
+                    f"the gate compares {version} with production {production} on held-out "
+                    "offline steps: pass --heldout URI (or --force to promote without it)"
+                )
+            report(f"promoting {version} without the gate (--force, no held-out data)")
+        else:
+            evidence = gate_version(registry, version, heldout_uri, GateConfig(margin), force)
+            assert evidence is not None
+            report(evidence.summary())
+            if not evidence.promoted:
+                raise PermissionError(
+                    f"the gate refused {version}: its DR estimate is "
+                    f"{-evidence.difference:.4f} per decision below production's, more than "
+                    f"the margin {margin} (pass --force to promote anyway)"
+                )
+    registry.promote(version)
+    return evidence

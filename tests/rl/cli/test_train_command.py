@@ -51,8 +51,14 @@ def test_train_promote_finetune_evaluate(ray_local, tmp_path, monkeypatch, capsy
     synthetic_offline_steps(40, 5, seed=1).to_parquet(data / "day-1.parquet")
     assert main(["finetune", "--data", str(data), "--iterations", "1", "--registry", registry]) == 0
     assert "registered v0002 (parent v0001, 200 new decisions)" in capsys.readouterr().out
-    assert main(["promote", "v0002", "--registry", registry]) == 0
-    capsys.readouterr()
+    # The promotion gate: with a production version to compare with, held-out data or --force.
+    assert main(["promote", "v0002", "--registry", registry]) == 2
+    assert "--heldout" in capsys.readouterr().err
+    gate = ["--heldout", str(data), "--margin", "100"]
+    assert main(["promote", "v0002", *gate, "--registry", registry]) == 0
+    assert "gate passed" in capsys.readouterr().out
+    assert main(["models", "--registry", registry]) == 0
+    assert "gate vs v0001" in capsys.readouterr().out
     # v0002's lineage has read day-0 and day-1: nothing new to fine-tune on.
     assert main(["finetune", "--data", str(data), "--iterations", "1", "--registry", registry]) == 2
     assert "no feedback" in capsys.readouterr().err

@@ -93,3 +93,47 @@ def test_a_tie_within_the_margin_passes() -> None:
 def test_gate_config_is_validated() -> None:
     with pytest.raises(ValueError, match="margin"):
         GateConfig(margin=-0.1)
+
+
+def test_promote_through_gate_on_a_registry(tmp_path) -> None:
+    """The first version needs no gate; the next needs held-out data (or --force); the
+    evidence lands in its manifest."""
+    from rl.evaluation.promotion_gate import promote_through_gate
+    from rl.registry import ModelRegistry
+    from rl.training.config import TrainConfig
+    from rl.training.module import build_module
+    from rl.training.synthetic import synthetic_offline_steps
+
+    layout = ObservationLayout(k=4, latent_dim=5)
+    registry = ModelRegistry(str(tmp_path / "registry"))
+    versions = []
+    for seed in (0, 1):
+        import torch
+
+        torch.manual_seed(seed)
+        root = tmp_path / f"run{seed}"
+        build_module(layout, hidden_sizes=(8,)).save_to_path(
+            str(root / "learner_group" / "learner" / "rl_module" / "default_policy")
+        )
+        versions.append(
+            registry.register(
+                str(root), algo="offline-ppo", layout=layout, data={}, metrics={},
+                train_config=TrainConfig(hidden_sizes=(8,)).to_dict(),
+            ).version
+        )  # fmt: skip
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    synthetic_offline_steps(40, 5, layout=layout, seed=3).to_parquet(heldout / "part.parquet")
+    assert promote_through_gate(registry, versions[0], None, report=lambda m: None) is None
+    with pytest.raises(PermissionError, match="--heldout"):
+        promote_through_gate(registry, versions[1], None)
+    assert registry.production_version() == versions[0]
+    refused_margin = -1e9  # impossible to meet: a refusal, then --force
+    with pytest.raises(ValueError, match="margin"):
+        promote_through_gate(registry, versions[1], str(heldout), margin=refused_margin)
+    evidence = promote_through_gate(
+        registry, versions[1], str(heldout), margin=1e9, report=lambda m: None
+    )
+    assert evidence is not None and evidence.passed
+    assert registry.production_version() == versions[1]
+    assert registry.get(versions[1]).data["promotion_gate"]["production"] == versions[0]
