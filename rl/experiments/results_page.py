@@ -1,0 +1,476 @@
+"""One page of results: the latest output of each experiment command, gathered into a
+single self-contained HTML file (tables, and plots embedded as data URIs).
+
+Where it sits: ``encore report`` (rl/cli/report.py) calls ``write_results_page``. It reads
+what the other commands already wrote, and runs nothing itself:
+
+=====================  =========================================  ===========================
+section                command                                    what it reads
+=====================  =========================================  ===========================
+policy comparison      ``encore compare-policies``                <data>/compare*/**/comparison.md
+A/B test               ``encore ab-test``                         <data>/reports/ab-test/report.md
+data efficiency        ``encore data-efficiency``                 <data>/reports/data-efficiency/report.md
+simulator calibration  ``encore calibrate``                       <data>/reports/calibrat*/**.md
+log statistics         ``encore log-stats``                       <data>/reports/log-stats/**.md
+benchmarks             ``make bench`` (benchmarks/bench_*.py)     <data>/reports/benchmarks/bench_*.txt
+=====================  =========================================  ===========================
+
+Each command's report is markdown with PNG figures beside it; a section shows the newest
+one found, converted to HTML (headings, paragraphs, lists, pipe tables, images), every PNG
+of its folder the markdown does not show, where it came from, the command that makes it
+(with the settings its output records, when it records them) and when it was written. A
+section with no output says which command makes it. Pure Python: no Ray, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_FILE = "results.html"
+"""The page's file name inside ``--out``."""
+
+
+@dataclass(frozen=True)
+class ResultSource:
+    """Where one command's output lives and how to show it."""
+
+    key: str
+    """Short name (also the ``--use KEY=PATH`` key of ``encore report``)."""
+    title: str
+    command: str
+    """The command that makes the output (shown, and named when it is missing)."""
+    patterns: tuple[str, ...]
+    """Globs, relative to the data directory, matching the output's main file."""
+    kind: str = "markdown"
+    """``markdown`` (a report.md with PNGs beside it) or ``text`` (captured stdout)."""
+    newest_only: bool = True
+    """Show only the newest match (a report), or every command's newest (benchmarks)."""
+
+
+SOURCES: tuple[ResultSource, ...] = (
+    ResultSource(
+        "compare-policies",
+        "Policy comparison (simulator and OPE)",
+        "encore compare-policies",
+        ("compare*/comparison.md", "compare*/*/comparison.md", "reports/compare*/**/comparison.md"),
+    ),
+    ResultSource(
+        "ab-test", "Simulated A/B test", "encore ab-test", ("reports/ab-test/**/report.md",)
+    ),
+    ResultSource(
+        "data-efficiency",
+        "Data efficiency of the value estimators",
+        "encore data-efficiency",
+        ("reports/data-efficiency/**/report.md",),
+    ),
+    ResultSource(
+        "calibrate",
+        "Simulator calibration against real logs",
+        "encore calibrate",
+        ("reports/calibrat*/**/*.md", "calibrat*/**/*.md"),
+    ),
+    ResultSource(
+        "log-stats",
+        "Statistics of the listening logs",
+        "encore log-stats",
+        ("reports/log-stats/**/*.md", "log-stats/**/*.md", "reports/log_stats/**/*.md"),
+    ),
+    ResultSource(
+        "benchmarks",
+        "Benchmarks",
+        "make bench",
+        ("reports/benchmarks/bench_*.txt",),
+        kind="text",
+        newest_only=False,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class FoundOutput:
+    source: ResultSource
+    path: str
+    """The main file (a report's markdown, a benchmark's captured output)."""
+    written_at: float
+    """Modification time (seconds since the epoch)."""
+    command: str
+    """The command line that made it, as far as the output records it."""
+
+
+@dataclass
+class ResultsPage:
+    path: str
+    found: list[FoundOutput] = field(default_factory=list)
+    missing: list[ResultSource] = field(default_factory=list)
+
+
+# -- finding the outputs ------------------------------------------------------------------
+def find_outputs(
+    source: ResultSource, data_dir: str, given: str | None = None
+) -> list[FoundOutput]:
+    """The newest output of ``source`` under ``data_dir`` (or at ``given``: a file or a
+    folder holding one); for benchmarks, the newest capture of each script."""
+    if given is not None:
+        candidates = _files_at(given, source)
+        if not candidates:
+            raise FileNotFoundError(
+                f"{given}: no output of `{source.command}` there "
+                f"(expected {' or '.join(Path(p).name for p in source.patterns)})"
+            )
+    else:
+        candidates = sorted(
+            {
+                path
+                for pattern in source.patterns
+                for path in glob.glob(os.path.join(data_dir, pattern), recursive=True)
+                if os.path.isfile(path)
+            }
+        )
+    if not candidates:
+        return []
+    newest_first = sorted(candidates, key=os.path.getmtime, reverse=True)
+    if source.newest_only:
+        chosen = newest_first[:1]
+    else:
+        by_name: dict[str, str] = {}
+        for path in newest_first:
+            by_name.setdefault(Path(path).name, path)
+        chosen = sorted(by_name.values())
+    return [
+        FoundOutput(source, path, os.path.getmtime(path), command_of(source, path))
+        for path in chosen
+    ]
+
+
+def _files_at(given: str, source: ResultSource) -> list[str]:
+    if os.path.isfile(given):
+        return [given]
+    if not os.path.isdir(given):
+        return []
+    names = {Path(p).name for p in source.patterns}
+    found = [
+        path
+        for name in names
+        for path in glob.glob(os.path.join(given, "**", name), recursive=True)
+        if os.path.isfile(path)
+    ]
+    return sorted(set(found))
+
+
+def command_of(source: ResultSource, path: str) -> str:
+    """The command line that made ``path``: a ``command.txt`` beside it wins; else rebuilt
+    from the settings the output records (compare-policies' comparison.json), else the
+    command with the output folder it wrote."""
+    folder = os.path.dirname(path)
+    recorded = os.path.join(folder, "command.txt")
+    if os.path.isfile(recorded):
+        return Path(recorded).read_text().strip()
+    if source.kind == "text":
+        return f"python benchmarks/{Path(path).stem}.py  (via {source.command})"
+    if source.key == "ab-test":
+        # The report's first line states the run's settings ("Seed 0; 300 simulated users,
+        # 25 days of logged history ...").
+        stated = re.search(
+            r"Seed (\d+); (\d+) simulated users, (\d+) days of logged history",
+            Path(path).read_text(errors="replace")[:2000],
+        )
+        if stated:
+            seed, users, days = stated.groups()
+            return (
+                f"{source.command} --users {users} --history-days {days} --seed {seed} "
+                f"--out {folder}"
+            )
+    if source.key == "compare-policies":
+        settings = _json_field(os.path.join(folder, "comparison.json"), "settings")
+        if settings:
+            flags = [
+                f"--{name.replace('_', '-')} {settings[name]}"
+                for name in ("users", "days", "heldout_users", "eval_users", "eval_days", "seed")
+                if name in settings
+            ]
+            train = settings.get("train") or {}
+            if "iterations" in train:
+                flags.append(f"--iterations {train['iterations']}")
+            return " ".join([source.command, *flags, f"--out {folder}"])
+    return f"{source.command} --out {folder}"
+
+
+def _json_field(path: str, name: str) -> dict | None:
+    try:
+        with open(path) as handle:
+            value = json.load(handle).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# -- markdown -> HTML ---------------------------------------------------------------------
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+
+
+def png_data_uri(path: str) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def inline_html(text: str, image: Callable[[str, str], str]) -> str:
+    """One line of markdown (code spans, bold, images, links) as escaped HTML."""
+    pieces: list[str] = []
+    last = 0
+    for match in _CODE.finditer(text):  # code spans are literal: split around them first
+        pieces.append(_inline_plain(text[last : match.start()], image))
+        pieces.append(f"<code>{html.escape(match.group(1))}</code>")
+        last = match.end()
+    pieces.append(_inline_plain(text[last:], image))
+    return "".join(pieces)
+
+
+def _inline_plain(text: str, image: Callable[[str, str], str]) -> str:
+    out: list[str] = []
+    last = 0
+    for match in _IMAGE.finditer(text):
+        out.append(_escape_with_bold(text[last : match.start()]))
+        out.append(image(match.group(1), match.group(2)))
+        last = match.end()
+    out.append(_escape_with_bold(text[last:]))
+    return "".join(out)
+
+
+def _escape_with_bold(text: str) -> str:
+    escaped = html.escape(text, quote=False)
+    escaped = _BOLD.sub(r"<strong>\1</strong>", escaped)
+    return _LINK.sub(lambda m: m.group(1), escaped)  # local links do not survive the move
+
+
+def _split_row(line: str) -> list[str]:
+    line = line.strip()
+    if line.startswith("|"):
+        line = line[1:]
+    if line.endswith("|"):
+        line = line[:-1]
+    return [cell.strip() for cell in line.split("|")]
+
+
+def markdown_to_html(markdown: str, image: Callable[[str, str], str]) -> str:
+    """The markdown our reports write (headings, paragraphs, lists, pipe tables, images,
+    code blocks) as HTML; ``image(alt, src)`` renders an image reference."""
+    lines = markdown.splitlines()
+    out: list[str] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            out.append(f"<p>{inline_html(' '.join(paragraph), image)}</p>")
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            flush()
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                block.append(lines[i])
+                i += 1
+            out.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
+        elif not stripped:
+            flush()
+        elif heading := re.match(r"^(#{1,6})\s+(.*)$", stripped):
+            flush()
+            # The page's own h1/h2 frame each section: report headings start at h3.
+            level = min(len(heading.group(1)) + 2, 6)
+            out.append(f"<h{level}>{inline_html(heading.group(2), image)}</h{level}>")
+        elif (
+            stripped.startswith("|")
+            and i + 1 < len(lines)
+            and _TABLE_RULE.match(lines[i + 1].strip())
+        ):
+            flush()
+            header = _split_row(stripped)
+            i += 2
+            rows = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append(_split_row(lines[i]))
+                i += 1
+            head = "".join(f"<th>{inline_html(c, image)}</th>" for c in header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{inline_html(c, image)}</td>" for c in row) + "</tr>"
+                for row in rows
+            )
+            out.append(
+                f'<div class="table"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>"
+            )
+            continue
+        elif re.match(r"^[-*]\s+", stripped):
+            flush()
+            items = []
+            while i < len(lines) and re.match(r"^\s*[-*]\s+", lines[i]):
+                items.append(re.sub(r"^\s*[-*]\s+", "", lines[i]))
+                i += 1
+            out.append(
+                "<ul>" + "".join(f"<li>{inline_html(t, image)}</li>" for t in items) + "</ul>"
+            )
+            continue
+        else:
+            paragraph.append(stripped)
+        i += 1
+    flush()
+    return "\n".join(out)
+
+
+# -- the page -----------------------------------------------------------------------------
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
+
+
+def render_output(found: FoundOutput) -> str:
+    """One output as HTML: its report (images embedded) and the folder's other plots."""
+    meta = (
+        f'<p class="meta">Made by <code>{html.escape(found.command)}</code> '
+        f"on {_when(found.written_at)}, from <code>{html.escape(found.path)}</code></p>"
+    )
+    text = Path(found.path).read_text(errors="replace")
+    if found.source.kind == "text":
+        return f"<h3>{html.escape(Path(found.path).stem)}</h3>{meta}<pre>{html.escape(text)}</pre>"
+    folder = os.path.dirname(found.path)
+    shown: set[str] = set()
+
+    def image(alt: str, src: str) -> str:
+        path = os.path.normpath(os.path.join(folder, src))
+        if not src.lower().endswith(".png") or not os.path.isfile(path):
+            return f'<span class="missing">[figure {html.escape(src)} not found]</span>'
+        shown.add(path)
+        return f'<img alt="{html.escape(alt)}" src="{png_data_uri(path)}">'
+
+    body = markdown_to_html(text, image)
+    extra = [
+        path
+        for path in sorted(glob.glob(os.path.join(folder, "*.png")))
+        if os.path.normpath(path) not in shown
+    ]
+    figures = "".join(
+        f'<figure><img alt="{html.escape(Path(p).stem)}" src="{png_data_uri(p)}">'
+        f"<figcaption>{html.escape(Path(p).name)}</figcaption></figure>"
+        for p in extra
+    )
+    return meta + body + figures
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1f;
+background:#f7f7f4;margin:0;line-height:1.45}
+header,main{max-width:70rem;margin:0 auto;padding:1rem}
+header{border-bottom:1px solid #d5d5d0}
+h1{font-size:1.5rem;margin:.2rem 0}
+section{background:#fff;border:1px solid #d5d5d0;border-radius:8px;padding:1rem;margin:1rem 0}
+h2{font-size:1.25rem;margin-top:0}
+.meta,.missing,.muted{color:#4a4a55}
+code{background:#eeeee9;padding:0 .2rem;border-radius:3px;overflow-wrap:anywhere}
+.table{overflow-x:auto}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #d5d5d0;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#eeeee9}
+img{max-width:100%;height:auto}
+figure{margin:1rem 0}
+pre{background:#1b1b1f;color:#f0f0f0;padding:.75rem;overflow-x:auto;font-size:.8rem}
+nav li{margin:.15rem 0}
+"""
+
+
+def build_results_page(
+    data_dir: str, given: dict[str, str] | None = None, generated_at: float | None = None
+) -> tuple[str, list[FoundOutput], list[ResultSource]]:
+    """The page's HTML, the outputs shown and the sources with none."""
+    given = given or {}
+    unknown = set(given) - {s.key for s in SOURCES}
+    if unknown:
+        raise ValueError(
+            f"unknown result kind(s) {sorted(unknown)}; use one of {[s.key for s in SOURCES]}"
+        )
+    found_all: list[FoundOutput] = []
+    missing: list[ResultSource] = []
+    sections: list[str] = []
+    contents: list[str] = []
+    for source in SOURCES:
+        found = find_outputs(source, data_dir, given.get(source.key))
+        anchor = source.key
+        if found:
+            found_all.extend(found)
+            body = "".join(render_output(f) for f in found)
+            status = f"{_when(max(f.written_at for f in found))}"
+        else:
+            missing.append(source)
+            body = (
+                f'<p class="missing">No output yet. Run <code>{html.escape(source.command)}</code> '
+                f"(this page looks for <code>{html.escape(', '.join(source.patterns))}</code> "
+                f"under <code>{html.escape(data_dir)}</code>), then <code>encore report</code> "
+                "again.</p>"
+            )
+            status = "not made yet"
+        sections.append(
+            f'<section id="{anchor}"><h2>{html.escape(source.title)}</h2>{body}</section>'
+        )
+        contents.append(
+            f'<li><a href="#{anchor}">{html.escape(source.title)}</a> '
+            f'<span class="muted">({html.escape(status)})</span></li>'
+        )
+    when = _when(generated_at if generated_at is not None else time.time())
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Encore results</title><style>{STYLE}</style></head><body>"
+        f'<header><h1>Encore results</h1><p class="muted">Gathered by <code>encore report</code> '
+        f"on {when} from <code>{html.escape(data_dir)}</code>: the newest output of each "
+        f"command.</p><nav><ul>{''.join(contents)}</ul></nav></header>"
+        f"<main>{''.join(sections)}</main></body></html>"
+    )
+    return page, found_all, missing
+
+
+def write_results_page(
+    out_dir: str, data_dir: str, given: dict[str, str] | None = None
+) -> ResultsPage:
+    """Write ``<out_dir>/results.html`` (atomically: a reader never sees half a page)."""
+    page, found, missing = build_results_page(data_dir, given)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, RESULTS_FILE)
+    handle, temporary = tempfile.mkstemp(prefix=".results-", suffix=".html", dir=out_dir)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(page)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the page from others
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return ResultsPage(path, found, missing)
+
+
+def parse_use(items: Sequence[str]) -> dict[str, str]:
+    """``["ab-test=DIR", ...]`` -> ``{"ab-test": "DIR"}`` (``encore report --use``)."""
+    given: dict[str, str] = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not key.strip() or not path.strip():
+            raise ValueError(f"--use takes KIND=PATH, got {item!r}")
+        given[key.strip()] = path.strip()
+    return given
