@@ -67,10 +67,18 @@ def use_serve_fast_path(environ: MutableMapping[str, str] = os.environ) -> None:
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The Serve application from ``args`` (the fields of ``ServiceConfig``)."""
-    config = ServiceConfig.from_args(args).to_dict()  # validated once, here, in the driver
+    validated = ServiceConfig.from_args(args)  # validated once, here, in the driver
+    config = validated.to_dict()
     # serve.deployment turns the classes into Deployments (their .bind is not in the stubs).
     deployments: Any = (Ingress, Embedder, Retriever, Scorer)
     ingress, embedder, retriever, scorer = deployments
+    ingress = ingress.options(
+        autoscaling_config={
+            "min_replicas": validated.ingress_min_replicas,
+            "max_replicas": validated.ingress_max_replicas,
+            "target_ongoing_requests": 64,
+        }
+    )
     return ingress.bind(embedder.bind(config), retriever.bind(config), scorer.bind(config), config)
 
 

@@ -70,6 +70,11 @@ class ServiceConfig:
     """Key prefix in a shared store (several apps may share one Redis)."""
     pending_ttl_s: float = 86_400.0
     """How long a decision waits for its feedback in a shared store. > 0."""
+    ingress_min_replicas: int = 1
+    """Fewest Ingress replicas (``start_app``; serve_config.yaml sets its own). >= 1."""
+    ingress_max_replicas: int = 1
+    """Most Ingress replicas Serve may scale to. > 1 needs a shared ``user_store``: feedback
+    may reach a replica other than the one that made its decision."""
     rebuild_user_state: bool = True
     """At start, rebuild the user state from the decision log (the in-process store every
     time; a shared store only if it was never built) (services/user_state_rebuild.py)."""
@@ -144,6 +149,17 @@ class ServiceConfig:
         ):
             raise ValueError(
                 f"user_store must be 'memory' or a redis:// URL, got {self.user_store!r}"
+            )
+        if not 1 <= self.ingress_min_replicas <= self.ingress_max_replicas:
+            raise ValueError(
+                "need 1 <= ingress_min_replicas <= ingress_max_replicas, got "
+                f"{self.ingress_min_replicas} and {self.ingress_max_replicas}"
+            )
+        if self.ingress_max_replicas > 1 and self.user_store == "memory":
+            raise ValueError(
+                f"ingress_max_replicas={self.ingress_max_replicas} needs a shared user_store "
+                "(redis://...): with the in-process store, feedback reaching another replica "
+                "would not find its decision"
             )
         if not self.pending_ttl_s > 0:
             raise ValueError(f"pending_ttl_s must be > 0, got {self.pending_ttl_s}")

@@ -61,8 +61,9 @@ api.include_router(room)  # the listening room at / and its catalog search (serv
 @serve.deployment(
     logging_config=QUIET_LOGS,
     ray_actor_options={"num_cpus": 0.3},
-    # One replica on purpose: it owns the pending decisions that feedback must find and the
-    # per-user state (see services/core/user_state.py); the hops behind it scale out.
+    # One replica by default: with the in-process user store it owns the pending decisions
+    # feedback must find. With a shared store (Redis) it is stateless and scales out
+    # (ServiceConfig.ingress_max_replicas; services/app.py sets these per config).
     autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 64},
     max_ongoing_requests=256,
 )

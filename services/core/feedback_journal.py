@@ -10,11 +10,16 @@ segment. A sink that starts and finds sealed or orphaned segments (a crash) repl
 first. Delivery is at-least-once: a crash between the parquet write and the segment's
 deletion replays that segment, and readers can drop duplicate ``request_id``s.
 
-One sink per journal directory: it takes over every segment it finds there.
+Several sinks may share one journal directory (Ingress replicas on one machine): each
+holds an exclusive ``flock`` on its own current segment, so a starting sink takes over only
+the segments of sinks that died (the kernel drops a dead process's locks), and flushes of
+sealed segments are serialised across processes by a lock file, so no segment is written
+twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -28,6 +33,27 @@ import numpy as np
 from rl.feedback.log import FeedbackLogWriter
 
 CURRENT_PREFIX, SEALED_PREFIX = "current-", "sealed-"
+FLUSH_LOCK = "flush.lock"
+
+
+def _open_locked(path: Path) -> Any:
+    """Open a segment for appending and hold an exclusive lock on it while this sink lives."""
+    handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (the sink owns it)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def _owner_is_gone(path: Path) -> bool:
+    """True when no live process holds ``path``'s lock (its sink died or closed)."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+    except BlockingIOError:
+        return False
+    except FileNotFoundError:
+        return False
 
 
 def _jsonable(value: Any) -> Any:
@@ -81,11 +107,13 @@ class FeedbackSink:
         self.last_flush_at: float | None = None
         self.last_error: str | None = None
         self._closed = False
-        # Segments left by a previous process are sealed and replayed before new rows.
+        # Segments left by a dead process are sealed and replayed before new rows; a
+        # segment whose lock is held belongs to a live sink sharing this directory.
         for stale in sorted(self.journal_dir.glob(f"{CURRENT_PREFIX}*.jsonl")):
-            self._seal(stale)
+            if _owner_is_gone(stale):
+                self._seal(stale)
         self._current_path = self.journal_dir / f"{CURRENT_PREFIX}{self.sink_id}.jsonl"
-        self._file = open(self._current_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = _open_locked(self._current_path)
         self.flush()
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._run_timer, name="feedback-flush", daemon=True)
@@ -114,23 +142,27 @@ class FeedbackSink:
         with self._flush_lock:
             with self._append_lock:
                 if self._journal_rows and not self._closed:
+                    self._seal(self._current_path)  # renamed while still locked: no one takes it
                     self._file.close()
-                    self._seal(self._current_path)
-                    self._file = open(self._current_path, "a", encoding="utf-8")  # noqa: SIM115
+                    self._file = _open_locked(self._current_path)
                     self._journal_rows = 0
             written = 0
-            for segment in sorted(self.journal_dir.glob(f"{SEALED_PREFIX}*.jsonl")):
-                rows = [
-                    json.loads(line)
-                    for line in segment.read_text(encoding="utf-8").splitlines()
-                    if line.strip()
-                ]
-                if rows:
-                    # Invalid rows are quarantined by the writer (with the reason), not lost.
-                    self.writer.append(rows)
-                    self.writer.flush()
-                    written += len(rows)
-                segment.unlink()
+            with open(self.journal_dir / FLUSH_LOCK, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one flusher per directory, across processes
+                for segment in sorted(self.journal_dir.glob(f"{SEALED_PREFIX}*.jsonl")):
+                    if not segment.exists():
+                        continue
+                    rows = [
+                        json.loads(line)
+                        for line in segment.read_text(encoding="utf-8").splitlines()
+                        if line.strip()
+                    ]
+                    if rows:
+                        # Invalid rows are quarantined by the writer (with the reason), not lost.
+                        self.writer.append(rows)
+                        self.writer.flush()
+                        written += len(rows)
+                    segment.unlink()
             self.last_flush_at = time.time()
             return written
 

@@ -57,3 +57,24 @@ def test_timer_flushes_and_invalid_rows_are_quarantined(tmp_path):
     assert sink.writer.written_rows == 1
     sink.close()
     assert len(read_quarantine(str(tmp_path / "log"))) == 1
+
+
+def test_two_live_sinks_share_a_journal_directory(tmp_path):
+    """Two Ingress replicas on one machine: neither takes over the other's live segment,
+    a dead one's segment is replayed by the next to start, and every row lands once."""
+    log, journal = str(tmp_path / "log"), str(tmp_path / "journal")
+    first = FeedbackSink(log, journal, flush_interval_s=60)
+    first.append(decision_row(0))
+    second = FeedbackSink(log, journal, flush_interval_s=60)  # starts while first lives
+    second.append(decision_row(1))
+    first.append(decision_row(2))  # first's segment was not sealed from under it
+    crashed = FeedbackSink(log, journal, flush_interval_s=60)
+    crashed.append(decision_row(3))
+    crashed._stop.set()
+    crashed._file.close()  # dies: the kernel drops its lock
+    third = FeedbackSink(log, journal, flush_interval_s=60)  # takes over crashed's rows
+    for i, sink in enumerate((second, first, third)):
+        sink.append(decision_row(10 + i))
+        sink.close()
+    ids = read_decisions_table(log)["request_id"].to_pylist()
+    assert sorted(ids) == ["r0", "r1", "r10", "r11", "r12", "r2", "r3"]  # each exactly once

@@ -49,7 +49,7 @@ def _wait_running(client, timeout_s: float = 180.0) -> None:
 
 
 def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
-    small_embedding_uri, tmp_path
+    small_embedding_uri, tmp_path, redis_url
 ):
     import httpx
     from ray.serve._private.api import serve_start
@@ -67,6 +67,8 @@ def test_serve_deploy_of_the_config_file_and_reconfigure_without_restart(
         "registry_uri": registry.uri,
         "log_uri": str(tmp_path / "log"),
         "journal_dir": str(tmp_path / "journal"),
+        "user_store": redis_url,  # the file's shared store, on this test's own redis-server
+        "user_store_namespace": "serve-deploy",
     }
     raw = yaml.safe_load(CONFIG_FILE.read_text())
     http_port, grpc_port = free_port(), free_port()
