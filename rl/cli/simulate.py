@@ -13,6 +13,7 @@ encore propagate-rewards --log data/logs/sim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from typing import Any
@@ -65,6 +66,16 @@ def register(subparsers: Any) -> None:
         "--temperature", type=float, default=0.5,
         help="logging policy's softmax temperature, > 0 (default 0.5)",
     )  # fmt: skip
+    simulate.add_argument(
+        "--shard-users",
+        type=int,
+        default=0,
+        help="run the population as Ray tasks of this many users each, each writing its own "
+        "files (disjoint user and session ids); 0 = one process (default)",
+    )
+    simulate.add_argument(
+        "--parallel", type=int, default=2, help="shards at a time with --shard-users (default 2)"
+    )
     simulate.set_defaults(func=run_simulate)
 
     mssd = subparsers.add_parser(
@@ -121,6 +132,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"--users and --days must be >= 1, got {args.users} and {args.days}")
     if not 0.0 <= args.epsilon <= 1.0 or args.temperature <= 0:
         raise UsageError("--epsilon must be in [0, 1] and --temperature > 0")
+    if args.shard_users < 0 or args.parallel < 1:
+        raise UsageError("--shard-users must be >= 0 and --parallel >= 1")
     if args.embedding:
         require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
     require_writable(require_new_output(args.out, "--out"), "--out")
@@ -129,6 +142,11 @@ def run_simulate(args: argparse.Namespace) -> int:
     corpus = catalog_corpus(args.k, SimulatorConfig(), args.seed, embedding_uri=args.embedding)
     layout = ObservationLayout(k=args.k, latent_dim=corpus.latent_dim)
     policy = default_logging_policy(layout, corpus, args.temperature, args.epsilon)
+    if args.shard_users:  # the driver only calibrates the world; shards hold the users
+        built = build_simulator(
+            1, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
+        )
+        return _run_sharded(args, built, started)
     built = build_simulator(
         args.users, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
     )
@@ -149,6 +167,51 @@ def run_simulate(args: argparse.Namespace) -> int:
         _write_summary(args, target, summary, policy, simulator, writer, started)
     print_simulation_summary(args, summary, writer)
     return 0 if writer.quarantined_rows == 0 else 1
+
+
+def _run_sharded(args: argparse.Namespace, built: Any, started: float) -> int:
+    """``--shard-users``: one Ray task per shard of the population (rl/simulator/shards.py)."""
+    from rl.simulator.shards import shard_sizes, simulate_sharded
+
+    n_shards = len(shard_sizes(args.users, args.shard_users))
+    print(f"{args.users:,} users in {n_shards} shards, {args.parallel} at a time (Ray)")
+
+    def on_shard(result: Any) -> None:
+        print(
+            f"  shard {result.shard}: users u{result.first_user_id:07d}.. ({result.users:,}), "
+            f"{result.summary['decisions']:,} decisions, {result.seconds:.0f} s, "
+            f"peak RSS {result.peak_rss_mib:,.0f} MiB",
+            flush=True,
+        )
+
+    with fresh_output(args.out, "--out") as target:
+        results = simulate_sharded(
+            args.users, args.shard_users, args.days, built.corpus, built.policy, built.layout,
+            built.simulator.config, target, seed=args.seed, parallel=args.parallel,
+            on_shard=on_shard,
+        )  # fmt: skip
+        totals = {
+            key: sum(result.summary[key] for result in results)
+            for key in ("decisions", "sessions", "active_user_days", "churned_users")
+        }
+        result = {
+            "users": args.users,
+            "days": args.days,
+            **totals,
+            "written_rows": sum(shard.written_rows for shard in results),
+            "written_organic_rows": sum(shard.written_organic_rows for shard in results),
+            "quarantined_rows": sum(shard.quarantined_rows for shard in results),
+            "shards": [dataclasses.asdict(shard) for shard in results],
+            "simulator_config": built.simulator.config.to_dict(),
+            "seconds": time.perf_counter() - started,
+        }
+        storage.write_json(storage.join(target, "summary.json"), result)
+    print(
+        f"users {args.users:,}, days {args.days}, decisions {totals['decisions']:,}, "
+        f"{result['written_organic_rows']:,} organic rows; log and summary.json under "
+        f"{args.out} ({result['seconds']:.1f} s)"
+    )
+    return 0 if result["quarantined_rows"] == 0 else 1
 
 
 def _write_summary(args, target, summary, policy, simulator, writer, started) -> None:
@@ -215,6 +278,8 @@ def run_propagate(args: argparse.Namespace) -> int:
             "--clusters, --per-cluster and --min-plays must be >= 1, --decay-rate >= 0"
         )
     require_log(args.log, "--log")
+    if args.shard_users < 0 or args.parallel < 1:
+        raise UsageError("--shard-users must be >= 0 and --parallel >= 1")
     if args.embedding:
         require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
     embedding = ensure_song_embedding(args.embedding)

@@ -3,16 +3,19 @@
 The response model is an ordinal logit: a listen utility (with logistic noise) falls
 between three thresholds into skip_1 / skip_2 / skip_3 / not_skipped. The thresholds are
 the only free parameters of the skip-level shares, so they are fitted to the real shares:
-run a pilot population under the logging policy, take the quantiles of the utilities of
-the recommended songs at the real cumulative shares, and repeat (the thresholds change
-what users stream, hence their familiarity and later utilities) until they settle.
+run a pilot population under the logging policy, move the thresholds half-way to the
+quantiles of the utilities of the recommended songs at the real cumulative shares, and
+repeat (the thresholds change what users stream, hence their familiarity, their mood
+and later utilities) until they settle.
 Validation is separate: ``skip_shares_of_run`` on a fresh population, another seed and
 more days must land within 5 percentage points of the real shares (tests/rl/simulator/test_simulator.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +57,8 @@ def calibrate_skip_thresholds(
     layout: ObservationLayout,
     target_shares: dict[str, float],
     config: SimulatorConfig | None = None,
-    n_users: int = 3_000,
-    days: int = 14,
+    n_users: int = 1_000,
+    days: int = 7,
     iterations: int = 3,
     seed: int = 12_345,
 ) -> Calibration:
@@ -74,7 +77,10 @@ def calibrate_skip_thresholds(
             if len(buffer):
                 utilities.append(np.concatenate(buffer.columns["utility"]))
         pilot_shares = simulator.summary.skip_shares
-        thresholds = np.quantile(np.concatenate(utilities), cumulative)
+        quantiles = np.quantile(np.concatenate(utilities), cumulative)
+        # Half a step: the session's mood feeds skips back into later utilities, so moving
+        # the thresholds moves the utilities too and a full step overshoots.
+        thresholds = 0.5 * (np.asarray(config.skip_thresholds) + quantiles)
         thresholds = np.maximum.accumulate(thresholds + np.array([0.0, 1e-6, 2e-6]))
         config = config.replace(skip_thresholds=tuple(float(t) for t in thresholds))
     return Calibration(
@@ -83,3 +89,106 @@ def calibrate_skip_thresholds(
         pilot_shares=pilot_shares,
         iterations=iterations,
     )
+
+
+# -- the whole world ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorldCalibration:
+    """Result of ``calibrate_world``: the fitted config and the last pilot's figures."""
+
+    config: SimulatorConfig
+    figures: dict[str, float]  # of the last pilot (before its refit)
+    iterations: int
+
+
+def calibrate_world(
+    corpus: Corpus,
+    policy: DecisionPolicy,
+    layout: ObservationLayout,
+    config: SimulatorConfig | None = None,
+    n_users: int = 2_000,
+    days: int = 100,
+    iterations: int = 5,
+    seed: int = 12_345,
+    on_iteration: Any = None,
+) -> WorldCalibration:
+    """Fit the world's free parameters, each to one real figure (rl/simulator/targets.py):
+
+    - ``skip_thresholds`` -> MSSD's skip-level shares (half-way to the quantiles of the
+      pilot's utilities at the real cumulative shares);
+    - ``mood_feedback`` -> MSSD's P(skip_2 | prev skip_2) - P(skip_2 | prev not);
+    - ``session_length_mean`` -> the shared history's mean session length (30-min gaps);
+    - ``session_length_shape`` -> MSSD's mean length of sessions of 10 to 20 tracks
+      (simulated: sessions of >= 10 plays, capped at 20);
+    - ``sessions_per_activity`` -> the history's sessions per active day, on look-alikes;
+    - ``stickiness_mean`` -> the history's mean return days after a discovery, on look-alikes.
+
+    Each update is a damped step of a relation that is monotone in its parameter; the
+    others (activity spread, engagement, churn) have no real reference and stay as set.
+    The policy is the logging policy: real logs were made under an incumbent, not under
+    the policies the project compares, and no figure of any other policy is looked at.
+    """
+    from rl.simulator.targets import (
+        history_figures,
+        mssd_figures,
+        record_run,
+        simulated_figures,
+    )
+
+    config = config or SimulatorConfig()
+    mssd, history = mssd_figures(), history_figures()
+    shares = np.array([mssd[name] for name in SKIP_LEVEL_NAMES], np.float64)
+    cumulative = np.cumsum(shares)[:3]
+    figures: dict[str, float] = {}
+    for iteration in range(iterations):
+        simulator = Simulator(corpus, n_users, policy, layout, config=config, seed=seed)
+        recorder = record_run(simulator, days, keep_utility=True)
+        figures = simulated_figures(
+            recorder, n_users, days, simulator.state.alive, history["active_day_share"]
+        )
+        if on_iteration is not None:
+            on_iteration(iteration, config, figures)
+        utilities = np.concatenate(recorder.decisions["utility"])
+        # Half a step toward the quantiles: the mood feeds skips back into the utilities,
+        # so the full quantile step overshoots.
+        quantiles = np.quantile(utilities, cumulative)
+        thresholds = 0.5 * (np.asarray(config.skip_thresholds) + quantiles)
+        thresholds = np.maximum.accumulate(thresholds + np.array([0.0, 1e-6, 2e-6]))
+        real_gap = mssd["skip_after_skip"] - mssd["skip_after_play"]
+        sim_gap = max(figures["skip_after_skip"] - figures["skip_after_play"], 1e-3)
+        mood_feedback = config.mood_feedback * float(np.clip(real_gap / sim_gap, 0.5, 2.0))
+        session_mean = max(
+            1.0,
+            config.session_length_mean
+            * float(np.clip(history["session_mean"] / figures["session_mean"], 0.5, 2.0)),
+        )
+        # A smaller shape spreads the planned lengths: more long sessions among those of
+        # >= 10 plays (MSSD's kind), whose capped mean then rises toward the real one.
+        long_ratio = (figures["mssd_like_session_mean"] - 10.0) / (
+            mssd["session_length_mean"] - 10.0
+        )
+        session_shape = config.session_length_shape * float(np.clip(long_ratio, 0.5, 2.0))
+        extra_real = history["sessions_per_active_day"] - 1.0
+        extra_sim = max(figures["lookalike_sessions_per_active_day"] - 1.0, 1e-3)
+        sessions_per_activity = config.sessions_per_activity * float(
+            np.clip(extra_real / extra_sim, 0.5, 2.0)
+        )
+        returns_ratio = history["return_days_mean"] / max(
+            figures["lookalike_return_days_mean"], 1e-3
+        )
+        stickiness_mean = config.stickiness_mean + float(np.clip(np.log(returns_ratio), -1, 1))
+        # Stickiness is a song trait drawn with the corpus: shift the drawn values, which is
+        # what build_corpus gives for the new mean with the same seed.
+        corpus = dataclasses.replace(
+            corpus,
+            stickiness=corpus.stickiness + np.float32(stickiness_mean - config.stickiness_mean),
+        )
+        config = config.replace(
+            skip_thresholds=tuple(float(t) for t in thresholds),
+            mood_feedback=mood_feedback,
+            session_length_mean=session_mean,
+            session_length_shape=session_shape,
+            sessions_per_activity=sessions_per_activity,
+            stickiness_mean=stickiness_mean,
+        )
+    return WorldCalibration(config=config, figures=figures, iterations=iterations)

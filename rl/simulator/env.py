@@ -13,8 +13,10 @@ see.
 - episode: reset picks a user of a small population and opens a session on that user's
   next active day (each user keeps its own day clock, advanced by a geometric gap with
   the user's activity probability, so relationship states decay as between real
-  sessions); the episode terminates when the user ends the session (continue
-  probability, lower after an immediate skip) and is truncated at ``max_session_length``.
+  sessions); the episode terminates when the user ends the session (at its planned
+  length, or earlier by a quit, more likely after a run of skips; the session's mood
+  carries from track to track: rl/simulator/sessions.py) and is truncated at
+  ``max_session_length``.
   ``reset(seed=...)`` also redraws the population from that seed (determinism).
   After each episode that user's day ends (organic returns, relationship update), so the
   population accumulates history across episodes. Churn is off inside the Env.
@@ -32,12 +34,14 @@ import gymnasium as gym
 import numpy as np
 
 from rl.decision.observation import ObservationLayout
-from rl.feedback.reward import IMMEDIATE_SKIP, RewardConfig, compute_reward
+from rl.feedback.reward import EARLY_SKIP, RewardConfig, compute_reward
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import build_corpus
 from rl.simulator.recommender import observations_from_corpus, retrieve_candidates
+from rl.simulator.sessions import next_mood, planned_lengths, quit_probability
 from rl.simulator.simulation import HOUR_PROBABILITIES
 from rl.simulator.user import (
+    activity_probability,
     initial_state,
     next_response,
     next_state,
@@ -108,7 +112,8 @@ class ListeningSessionEnv(gym.Env):
         self._user = rng.integers(0, self.n_users, 1)
         user = int(self._user[0])
         # At least one session a month, so a rare user's state does not decay to nothing.
-        self.user_day[user] += int(rng.geometric(max(float(self.state.activity[user]), 1 / 30)))
+        activity = float(activity_probability(self.state, self.config, False, self._user)[0])
+        self.user_day[user] += int(rng.geometric(max(activity, 1 / 30)))
         self.day = int(self.user_day[user])
         self._weekday = self.day % 7
         self._hour = rng.choice(24, size=1, p=HOUR_PROBABILITIES)
@@ -117,6 +122,9 @@ class ListeningSessionEnv(gym.Env):
         self._history = np.full((1, self.config.history_length), -1, np.int64)
         self._history[0, 0] = self._current[0]
         self._position = 0
+        self._mood = (self.config.mood_start_std * rng.standard_normal(1)).astype(np.float32)
+        self._skip_run = np.zeros(1, np.int32)
+        self._planned = int(planned_lengths(self.config, 1, rng)[0])
         self._in_session = True
         return self._observe(), {"user": int(self._user[0]), "day": self.day}
 
@@ -145,6 +153,7 @@ class ListeningSessionEnv(gym.Env):
         response = next_response(
             self.state, self.corpus, self.config, self._user, self._current, chosen,
             self._relationship[:, played_index, -1], self._weekday >= 5, self._rng,
+            mood=self._mood,
         )  # fmt: skip
         record_streams(
             self.state,
@@ -162,10 +171,17 @@ class ListeningSessionEnv(gym.Env):
             )[0]
         )
         self._position += 1
-        continue_prob = float(self.state.continue_prob[self._user[0]])
-        if response.skip_level[0] == IMMEDIATE_SKIP:
-            continue_prob *= self.config.continue_after_immediate_skip
-        terminated = bool(self._rng.random() >= continue_prob)
+        # The same within-session dynamics as the simulator (rl/simulator/sessions.py).
+        skipped = response.skip_level <= EARLY_SKIP
+        self._mood = next_mood(self._mood, skipped, self.config)
+        self._skip_run = np.where(skipped, self._skip_run + 1, 0).astype(np.int32)
+        self.state.today_plays[self._user] += 1
+        self.state.today_satisfaction[self._user] += float(
+            np.where(skipped, -1.0, response.listened.astype(np.float32))[0]
+            + self.config.like_satisfaction * response.liked[0]
+        )
+        quits = self._rng.random() < quit_probability(self._skip_run, self.config)[0]
+        terminated = bool(quits or self._position >= self._planned)
         truncated = not terminated and self._position >= self.config.max_session_length
         self._history = np.concatenate([chosen[:, None], self._history[:, :-1]], axis=1)
         self._current = chosen

@@ -61,10 +61,16 @@ class DecisionBuffer:
     ) -> pa.Table:
         """The day's rows in DECISION_SCHEMA, ordered by session then position.
 
-        Session ids are ``<user_id>-d<day>`` + ``session_tag`` (one-off recommendations
-        tag theirs, so they never join the day's listening session)."""
+        Session ids are ``<user_id>-d<day>-s<session of the day>``, or, for buffers without
+        a ``session`` column, ``<user_id>-d<day>`` + ``session_tag`` (one-off
+        recommendations tag theirs, so they never join a listening session)."""
         data = self.concatenated()
-        order = np.lexsort((data["position"], data["user"]))
+        sessions = data.get("session")
+        order = (
+            np.lexsort((data["position"], data["user"]))
+            if sessions is None
+            else np.lexsort((data["position"], sessions, data["user"]))
+        )
         data = {name: values[order] for name, values in data.items()}
         n = len(data["user"])
         users = pa.array(data["user"])
@@ -76,10 +82,7 @@ class DecisionBuffer:
         arms = pa.array(data["arm"])
         columns = {
             "user_id": user_id,
-            # One session per user and day, so user and day name the session.
-            "session_id": pc.binary_join_element_wise(
-                user_id, pa.scalar(f"d{day:04d}{session_tag}"), "-"
-            ),
+            "session_id": _session_ids(user_id, day, session_tag, data.get("session")),
             "day": pa.array(np.full(n, day, np.int32)),
             "position": pa.array(data["position"].astype(np.int32)),
             "timestamp": pa.array(data["timestamp"].astype(np.int64)),
@@ -114,6 +117,16 @@ class DecisionBuffer:
         return pa.Table.from_arrays(list(columns.values()), schema=DECISION_SCHEMA)
 
 
+def _session_ids(
+    user_id: pa.Array, day: int, session_tag: str, sessions: np.ndarray | None
+) -> pa.Array:
+    """``<user_id>-d<day>-s<n>`` per row (``<user_id>-d<day><tag>`` without sessions)."""
+    if sessions is None:
+        return pc.binary_join_element_wise(user_id, pa.scalar(f"d{day:04d}{session_tag}"), "-")
+    names = pa.array([f"d{day:04d}-s{n}" for n in range(int(sessions.max()) + 1)], pa.string())
+    return pc.binary_join_element_wise(user_id, names.take(pa.array(sessions)), "-")
+
+
 def organic_table(
     day: int, users: np.ndarray, items: np.ndarray, streams: np.ndarray, minutes: np.ndarray,
     user_ids: pa.Array, track_ids: pa.Array,
@@ -146,6 +159,7 @@ class RunSummary:
     organic_minutes: float = 0.0
     churned_users: int = 0
     active_user_days: int = 0
+    bad_sessions: int = 0
 
     def add_decisions(
         self, skip_level: np.ndarray, reward: np.ndarray, listened: np.ndarray
@@ -180,6 +194,7 @@ class RunSummary:
             "organic_streams": self.organic_streams,
             "organic_minutes": self.organic_minutes,
             "churned_users": self.churned_users,
+            "bad_sessions": self.bad_sessions,
         }
 
 

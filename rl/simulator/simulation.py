@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from rl.decision.observation import ObservationLayout
 from rl.decision.policies import DecisionPolicy
-from rl.feedback.reward import IMMEDIATE_SKIP, RewardConfig, compute_reward
+from rl.feedback.reward import EARLY_SKIP, RewardConfig, compute_reward
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import Corpus
 from rl.simulator.metrics import (
@@ -43,12 +43,15 @@ from rl.simulator.metrics import (
 )
 from rl.simulator.recommender import (
     SongFeatureSource,
-    observations_from_corpus,
     decide,
+    observations_from_corpus,
     retrieve_candidates,
 )
+from rl.simulator.sessions import SECONDS_PER_DAY, after_track, open_lanes
 from rl.simulator.user import (
+    OrganicListens,
     UserState,
+    activity_probability,
     end_of_day,
     initial_state,
     library_slots,
@@ -112,6 +115,8 @@ class Simulator:
     song_features : per-candidate song features by corpus row, for a layout with
         ``song_feature_dim > 0`` (rl/longterm/song_table.py); policies built for the layout
         without them read the same observation (the features sit after the mask).
+    first_user_id : number of the first user in logged ids (``u<first_user_id + row>``), so
+        shards of one population (rl/simulator/shards.py) log disjoint user and session ids.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class Simulator:
         seed: int = 0,
         policy_versions: Mapping[str, str] | None = None,
         song_features: SongFeatureSource | None = None,
+        first_user_id: int = 0,
     ) -> None:
         self.layout = layout or ObservationLayout(latent_dim=corpus.latent_dim)
         if self.layout.song_feature_dim and song_features is None:
@@ -168,12 +174,17 @@ class Simulator:
             [versions.get(name, getattr(arms[name], "name", "unknown")) for name in self.arm_names],
             pa.string(),
         )
-        self._user_ids = pa.array([f"u{user:07d}" for user in range(n_users)], pa.string())
+        if first_user_id < 0:
+            raise ValueError(f"first_user_id must be >= 0, got {first_user_id}")
+        self._user_ids = pa.array(
+            [f"u{first_user_id + user:07d}" for user in range(n_users)], pa.string()
+        )
         self._track_ids = pa.array(corpus.track_ids, pa.string())
         self.day = 0
         self.summary = RunSummary(users=n_users)
         self.followed: list[FollowedRecommendations] = []
         self._one_off_calls = 0  # tags the logged sessions of recommend_once calls
+        self.last_organic: OrganicListens | None = None
 
     @property
     def n_users(self) -> int:
@@ -201,10 +212,11 @@ class Simulator:
         day, state, config, rng = self.day, self.state, self.config, self.rng
         weekday = day % 7  # day 0 is a Monday
         weekend = weekday >= 5
-        activity = state.activity * (config.weekend_activity if weekend else 1.0)
+        activity = activity_probability(state, config, weekend)
         active = np.flatnonzero(state.alive & (rng.random(self.n_users) < activity))
         buffer = self._run_sessions(active, day, weekday, weekend)
         organic = organic_returns(state, self.corpus, config, active, day, self.betas, rng)
+        self.last_organic = organic  # the day's organic listens, for recorders (targets.py)
         self._update_followed(day)
         churned_before = int((~state.alive).sum())
         end_of_day(state, config, self.betas, day, rng)
@@ -212,7 +224,6 @@ class Simulator:
         self.summary.organic_streams += int(organic.streams.sum())
         self.summary.organic_minutes += float(organic.minutes.sum(dtype=np.float64))
         self.summary.active_user_days += len(active)
-        self.summary.sessions += len(active)
         self.summary.days += 1
         if writer is not None:
             if len(buffer):
@@ -243,6 +254,8 @@ class Simulator:
     def _run_sessions(
         self, users: np.ndarray, day: int, weekday: int, weekend: bool
     ) -> DecisionBuffer:
+        """Every session of the day: one lane per active user, all lanes stepping together
+        (rl/simulator/sessions.py); a lane's sessions run one after the other."""
         state, corpus, config, rng, k = (
             self.state,
             self.corpus,
@@ -253,72 +266,66 @@ class Simulator:
         buffer = DecisionBuffer()
         if not len(users):
             return buffer
-        hour = rng.choice(24, size=len(users), p=HOUR_PROBABILITIES)
-        clock = EPOCH_START_S + day * 86_400 + hour * 3_600 + rng.integers(0, 3_600, len(users))
-        current = state.home_pool[
-            users, rng.integers(0, state.home_pool.shape[1], len(users))
-        ].astype(np.int64)
-        history = np.full((len(users), config.history_length), -1, np.int64)
-        history[:, 0] = current
-        position = 0
-        while len(users):
-            candidates = retrieve_candidates(corpus.neighbours, current, history, k)
+        day_start = EPOCH_START_S + day * SECONDS_PER_DAY
+        lanes = open_lanes(state, config, users, day_start, HOUR_PROBABILITIES, rng)
+        self.summary.sessions += len(lanes)
+        weekdays = np.full(len(lanes), weekday, np.int8)
+        while len(lanes):
+            candidates = retrieve_candidates(corpus.neighbours, lanes.current, lanes.history, k)
             has_candidate = candidates[:, 0] >= 0
-            if not has_candidate.all():  # nothing left to recommend: the session ends
+            if not has_candidate.all():  # nothing left to recommend: the lane closes
                 keep = np.flatnonzero(has_candidate)
-                users, hour, clock, current, history, candidates = (
-                    users[keep], hour[keep], clock[keep], current[keep], history[keep], candidates[keep]
-                )  # fmt: skip
-                if not len(users):
+                lanes, candidates = lanes.take(keep), candidates[keep]
+                if not len(lanes):
                     break
-            relationship = relationship_of(state, users, candidates, day, self.betas)
-            taste = state.taste[users]
+            lane_users = lanes.users
+            hour = lanes.hour(day_start)
+            relationship = relationship_of(state, lane_users, candidates, day, self.betas)
+            taste = state.taste[lane_users]
             obs = observations_from_corpus(
-                self.layout, corpus, current, taste, hour, weekday, candidates, relationship,
-                self.song_features,
+                self.layout, corpus, lanes.current, taste, hour, weekday, candidates,
+                relationship, self.song_features,
             )  # fmt: skip
-            arm = self.user_arm[users]
+            arm = self.user_arm[lane_users]
             decisions = decide(self.policies, arm, obs, rng)
-            rows = np.arange(len(users))
+            rows = np.arange(len(lanes))
             chosen = candidates[rows, decisions.actions]
             response = next_response(
-                state, corpus, config, users, current, chosen,
-                relationship[rows, decisions.actions, -1], weekend, rng,
+                state, corpus, config, lane_users, lanes.current, chosen,
+                relationship[rows, decisions.actions, -1], weekend, rng, mood=lanes.mood,
             )  # fmt: skip
             record_streams(
-                state, corpus, users, chosen, response.listened, response.minutes, day, self.betas
-            )
+                state, corpus, lane_users, chosen, response.listened, response.minutes, day,
+                self.betas,
+            )  # fmt: skip
             reward = compute_reward(
                 response.listen_fraction, response.liked, response.skip_level, self.reward_config
             )
             buffer.add(
-                user=users, position=np.full(len(users), position, np.int32), timestamp=clock,
-                hour=hour, weekday=np.full(len(users), weekday, np.int8), current=current,
-                candidates=candidates, relationship=relationship, taste=taste,
-                action=decisions.actions, chosen=chosen, logp=decisions.logp,
+                user=lane_users, session=lanes.session_index, position=lanes.position,
+                timestamp=lanes.clock, hour=hour, weekday=weekdays[: len(lanes)],
+                current=lanes.current, candidates=candidates, relationship=relationship,
+                taste=taste, action=decisions.actions, chosen=chosen, logp=decisions.logp,
                 listened=response.listened, listen_fraction=response.listen_fraction,
                 liked=response.liked, skip_level=response.skip_level, reward=reward, arm=arm,
                 utility=response.utility,
             )  # fmt: skip
             self.summary.add_decisions(response.skip_level, reward, response.listened)
-            position += 1
-            continue_prob = state.continue_prob[users] * np.where(
-                response.skip_level == IMMEDIATE_SKIP, config.continue_after_immediate_skip, 1.0
+            skipped = response.skip_level <= EARLY_SKIP
+            state.today_plays[lane_users] += 1
+            state.today_satisfaction[lane_users] += (
+                np.where(skipped, -1.0, response.listened.astype(np.float32))
+                + config.like_satisfaction * response.liked
             )
-            keep = (
-                np.flatnonzero(rng.random(len(users)) < continue_prob)
-                if position < config.max_session_length
-                else np.zeros(0, np.int64)
-            )
-            clock = clock + np.round(response.minutes * 60.0).astype(np.int64) + 1
-            history = np.concatenate([chosen[:, None], history[:, :-1]], axis=1)
-            users, hour, clock, current, history = (
-                users[keep],
-                hour[keep],
-                clock[keep],
-                chosen[keep],
-                history[keep],
-            )
+            step = after_track(
+                lanes, chosen, response.skip_level, response.minutes, state, config,
+                day_start + SECONDS_PER_DAY, rng,
+            )  # fmt: skip
+            state.today_satisfaction[lane_users[step.bad_session]] -= config.bad_session_penalty
+            self.summary.sessions += int(step.session_ended.sum() - step.lane_done.sum())
+            self.summary.bad_sessions += int(step.bad_session.sum())
+            if step.lane_done.any():
+                lanes = lanes.take(np.flatnonzero(~step.lane_done))
         return buffer
 
     # -- one-off recommendations (the A/B hook) ------------------------------------------

@@ -43,8 +43,8 @@ class UserState:
     """Every user's state, row-aligned (U users, L library slots, R betas, D latent)."""
 
     taste: np.ndarray  # (U, D) float32 slow taste vector
-    activity: np.ndarray  # (U,) float32 daily session probability
-    continue_prob: np.ndarray  # (U,) float32 chance of one more song
+    activity: np.ndarray  # (U,) float32 base daily probability of opening the app
+    engagement: np.ndarray  # (U,) float32 running mean of the active days' satisfaction
     utility_bias: np.ndarray  # (U,) float32 listen-utility offset
     like_bias: np.ndarray  # (U,) float32
     organic_bias: np.ndarray  # (U,) float32
@@ -61,6 +61,8 @@ class UserState:
     library_pinned: np.ndarray  # (U, L) bool never forgotten (followed by an experiment)
     today_latent_sum: np.ndarray  # (U, D) float32 sum of latents streamed today
     today_streams: np.ndarray  # (U,) int32
+    today_plays: np.ndarray  # (U,) int32 recommended plays + organic streams today
+    today_satisfaction: np.ndarray  # (U,) float32 sum of today's satisfaction
 
     @property
     def n_users(self) -> int:
@@ -105,9 +107,7 @@ def initial_state(
     return UserState(
         taste=taste,
         activity=rng.beta(config.activity_alpha, config.activity_beta, n_users).astype(np.float32),
-        continue_prob=rng.beta(config.continue_alpha, config.continue_beta, n_users).astype(
-            np.float32
-        ),
+        engagement=np.zeros(n_users, np.float32),
         utility_bias=(config.user_bias_std * rng.standard_normal(n_users)).astype(np.float32),
         like_bias=(config.like_bias_std * rng.standard_normal(n_users)).astype(np.float32),
         organic_bias=(config.organic_bias_std * rng.standard_normal(n_users)).astype(np.float32),
@@ -124,14 +124,20 @@ def initial_state(
         library_pinned=np.zeros((n_users, slots), bool),
         today_latent_sum=np.zeros((n_users, dim), np.float32),
         today_streams=np.zeros(n_users, np.int32),
+        today_plays=np.zeros(n_users, np.int32),
+        today_satisfaction=np.zeros(n_users, np.float32),
     )
 
 
 def library_slots(state: UserState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(B,) users x (B, K) song rows -> (B, K) library slot of each song, -1 if unknown."""
     library = state.library_item[users]  # (B, L)
-    match = (items[:, :, None] == library[:, None, :]) & (items[:, :, None] >= 0)  # (B, K, L)
-    return np.where(match.any(axis=2), match.argmax(axis=2), -1)
+    match = items[:, :, None] == library[:, None, :]  # (B, K, L)
+    # argmax finds the first match; reading it back tells a match from "none" (one pass
+    # over the (B, K, L) block instead of an any() and an argmax()).
+    slot = match.argmax(axis=2)
+    found = np.take_along_axis(match, slot[..., None], axis=2)[..., 0] & (items >= 0)
+    return np.where(found, slot, -1)
 
 
 def relationship_now(
@@ -219,12 +225,15 @@ def next_response(
     relationship_long: np.ndarray,
     weekend: np.ndarray | bool,
     rng: np.random.Generator,
+    mood: np.ndarray | None = None,  # (B,) the session's mood (utility offset), None = 0
 ) -> Response:
     """Draw the responses of ``users`` to the recommended ``items`` (all (B,))."""
     batch = len(users)
     mean = listen_utility_mean(
         state, corpus, config, users, current, items, relationship_long, weekend
     )
+    if mood is not None:
+        mean = mean + mood
     uniform = rng.random((3, batch))
     utility = mean + np.log(uniform[0]) - np.log1p(-uniform[0])  # logistic noise
     skip_level = np.searchsorted(np.asarray(config.skip_thresholds), utility).astype(np.int8)
@@ -334,6 +343,9 @@ def organic_returns(
     minutes = streams * corpus.durations_s[song_rows] / 60.0 * rng.uniform(0.7, 1.0, len(user_rows))
     state.library_today[user_rows, slots] = True
     state.library_minutes[user_rows, slots] += minutes.astype(np.float32)
+    # Coming back to a song on one's own is satisfying listening (see end_of_day).
+    np.add.at(state.today_plays, user_rows, streams.astype(np.int32))
+    np.add.at(state.today_satisfaction, user_rows, config.organic_satisfaction * streams)
     return OrganicListens(
         user_rows, song_rows.astype(np.int32), streams.astype(np.int32), minutes.astype(np.float32)
     )
@@ -347,10 +359,12 @@ def end_of_day(
     rng: np.random.Generator,
     users: np.ndarray | None = None,  # restrict to these users (the Env); None = everyone
 ) -> None:
-    """Close ``day``: book active days, relationship update, taste drift, churn.
+    """Close ``day``: book active days, relationship update, taste drift, engagement, churn.
 
     Only the slots streamed today change: s = beta * s_yesterday + (1 - beta), stored as of
     today (``update_relationship_state``); every other slot decays lazily (see module doc).
+    Users who played anything today fold the day's mean satisfaction into their
+    engagement (``update_engagement``); churn is more likely at low engagement.
     """
     if users is None:
         stream_users, stream_slots = np.nonzero(state.library_today)
@@ -372,9 +386,49 @@ def end_of_day(
         state.taste[streamed] += config.taste_drift * (mean_latent - state.taste[streamed])
     state.today_latent_sum[streamed] = 0.0
     state.today_streams[streamed] = 0
-    churned = rows[rng.random(len(rows)) < config.churn_rate]
+    played = rows[state.today_plays[rows] > 0]
+    state.engagement[played] = update_engagement(
+        state.engagement[played],
+        state.today_satisfaction[played] / state.today_plays[played],
+        config.engagement_rate,
+    )
+    state.today_plays[played] = 0
+    state.today_satisfaction[played] = 0.0
+    churned = rows[rng.random(len(rows)) < churn_probability(state.engagement[rows], config)]
     state.alive[churned] = False
     state.churn_day[churned] = day
+
+
+def update_engagement(
+    engagement: np.ndarray, day_satisfaction: np.ndarray, rate: float
+) -> np.ndarray:
+    """Running mean of the active days' satisfaction: g' = (1 - rate) * g + rate * q.
+
+    q, a day's mean satisfaction per play, is +1 for a stream, -1 for a skip at or below
+    skip_2, + like_satisfaction for a like, + organic_satisfaction per organic stream, minus
+    bad_session_penalty per bad session: about 0 at MSSD's real skip rate (49% skip_2), so
+    engagement is centred where the real data sits."""
+    return ((1.0 - rate) * engagement + rate * day_satisfaction).astype(np.float32)
+
+
+def activity_probability(
+    state: UserState, config: SimulatorConfig, weekend: bool, users: np.ndarray | None = None
+) -> np.ndarray:
+    """Today's probability of opening the app: the base probability's log-odds plus
+    engagement_weight x engagement, times weekend_activity on weekends (capped at 1)."""
+    base = state.activity if users is None else state.activity[users]
+    engagement = state.engagement if users is None else state.engagement[users]
+    base = np.clip(base, 1e-6, 1 - 1e-6)
+    logit = np.log(base) - np.log1p(-base) + config.engagement_weight * engagement
+    probability = 1.0 / (1.0 + np.exp(-logit))
+    if weekend:
+        probability = np.minimum(probability * config.weekend_activity, 1.0)
+    return probability.astype(np.float32)
+
+
+def churn_probability(engagement: np.ndarray, config: SimulatorConfig) -> np.ndarray:
+    """Daily probability of leaving for good: churn_rate x exp(-weight x engagement)."""
+    return np.minimum(config.churn_rate * np.exp(-config.churn_engagement_weight * engagement), 1.0)
 
 
 def next_state(

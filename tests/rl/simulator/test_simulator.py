@@ -179,7 +179,10 @@ def test_several_arms_serve_their_own_users(corpus):
 
 
 def test_recommend_once_follows_outcomes_and_stickiness_drives_returns():
-    config = SimulatorConfig(churn_rate=0.0, stickiness_std=1.5)
+    # Short, single sessions keep the 62 days cheap; returns come from stickiness anyway.
+    config = SimulatorConfig(
+        churn_rate=0.0, stickiness_std=1.5, session_length_mean=4.0, sessions_per_activity=0.0
+    )
     corpus = small_corpus(config=config)
     simulator = Simulator(corpus, 4000, logging_policy(corpus), LAYOUT, config=config, seed=6)
     simulator.run(2)
@@ -267,8 +270,9 @@ def test_calibrated_skip_shares_within_5_points_of_mssd():
     real = mssd_skip_shares()
     corpus = small_corpus(n_songs=1500, seed=7)
     policy = logging_policy(corpus)
+    short_sessions = SimulatorConfig(session_length_mean=5.0, sessions_per_activity=0.5)
     calibration = calibrate_skip_thresholds(
-        corpus, policy, LAYOUT, real, n_users=1500, days=10, seed=8
+        corpus, policy, LAYOUT, real, short_sessions, n_users=1500, days=10, iterations=5, seed=8
     )
     # Validation on a fresh population, another seed, 30 days (familiarity builds up).
     simulated = skip_shares_of_run(
