@@ -295,7 +295,7 @@ def target_table(
         Target("sim share of users who are look-alikes", None, f"defined by the listener's active-day share {history['active_day_share']:.2f}", None),
         Target("sim users at least as active as the listener", None, "no real reference (population spread assumed)", None),
         Target("sim active-day share, median user", None, "no real reference", None),
-        Target("sim plays per active day, all users", None, "no real reference", None),
+        Target("sim plays per active day incl. organic, all users", None, "no real reference", None),
         Target("sim return days after a discovery, all users", None, "no real reference", None),
         Target("sim share of users churned", None, "no real reference", None),
     ]  # fmt: skip
