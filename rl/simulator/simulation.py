@@ -59,6 +59,7 @@ from rl.simulator.user import (
     next_response,
     organic_returns,
     record_streams,
+    relationship_and_slots,
     relationship_of,
     stream_probability,
 )
@@ -280,7 +281,9 @@ class Simulator:
                     break
             lane_users = lanes.users
             hour = lanes.hour(day_start)
-            relationship = relationship_of(state, lane_users, candidates, day, self.betas)
+            relationship, candidate_slots = relationship_and_slots(
+                state, lane_users, candidates, day, self.betas
+            )
             taste = state.taste[lane_users]
             obs = observations_from_corpus(
                 self.layout, corpus, lanes.current, taste, hour, weekday, candidates,
@@ -296,8 +299,9 @@ class Simulator:
             )  # fmt: skip
             record_streams(
                 state, corpus, lane_users, chosen, response.listened, response.minutes, day,
-                self.betas,
+                self.betas, slots=candidate_slots[rows, decisions.actions],
             )  # fmt: skip
+
             reward = compute_reward(
                 response.listen_fraction, response.liked, response.skip_level, self.reward_config
             )

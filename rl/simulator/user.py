@@ -173,11 +173,19 @@ def relationship_of(
 ) -> np.ndarray:
     """(B,) users x (B, K) song rows -> (B, K, R) relationship states during ``day``
     (0 when the song is unknown)."""
+    return relationship_and_slots(state, users, items, day, betas)[0]
+
+
+def relationship_and_slots(
+    state: UserState, users: np.ndarray, items: np.ndarray, day: int, betas: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``relationship_of`` and the (B, K) library slots it looked up (-1 unknown), which
+    ``record_streams`` can reuse for the picked song instead of searching again."""
     slots = library_slots(state, users, items)
     states = np.zeros((*slots.shape, len(betas)), np.float32)
     known = np.nonzero(slots >= 0)  # few candidates are known: gather only those
     states[known] = relationship_now(state, users[known[0]], slots[known], day, betas)
-    return states
+    return states, slots
 
 
 def listen_utility_mean(
@@ -264,6 +272,7 @@ def record_streams(
     minutes: np.ndarray,  # (B,)
     day: int,
     betas: np.ndarray,
+    slots: np.ndarray | None = None,  # (B,) library slots of the items if known (-1 new)
 ) -> None:
     """Book streams into the users' libraries (new songs take a free or forgotten slot).
 
@@ -272,7 +281,10 @@ def record_streams(
     users, items, minutes = users[streamed], items[streamed], minutes[streamed]
     if not len(users):
         return
-    slots = library_slots(state, users, items[:, None])[:, 0]
+    if slots is None:
+        slots = library_slots(state, users, items[:, None])[:, 0]
+    else:
+        slots = slots[streamed].copy()
     new = slots < 0
     if np.any(new):
         new_users = users[new]
