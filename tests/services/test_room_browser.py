@@ -202,9 +202,18 @@ def test_a_visit_to_the_listening_room(served, browser, tmp_path):
     assert rewards[0] > rewards[2] > rewards[1]  # liked > played through > skipped
     after = httpx.get(f"{url}/v1/health").json()["feedback"]
     assert after["acknowledged_rows"] - before["acknowledged_rows"] == 3, (before, after)
-    listener = text(driver, "listener-state")
-    user_id = driver.find_element("id", "user-id").get_attribute("value")
-    assert "listens" in listener or user_id in listener, listener
+    # The listener's state (GET /v1/users/{id}): the two songs heard to the end are
+    # counted as listens and have relationship states, which grow after today.
+    wait_for(lambda: text(driver, "listener-listens") == "2", "two listens counted")
+    relationships = driver.find_elements("css selector", "#relationships li")
+    assert len(relationships) == 2
+    for row in relationships:
+        now, after_today, last = (
+            row.find_element("class name", name).text
+            for name in ("rel-now", "rel-next", "rel-last")
+        )
+        assert last == "last listened today" and now.split() != after_today.split()
+        assert all(float(v) > 0 for v in after_today.split()), after_today
 
     # A promotion in another process (the real CLI) shows up within seconds.
     promoted = subprocess.run(
