@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rl.feedback.reward import SKIP_LEVEL_NAMES
-from rl.feedback.schema import DECISION_SCHEMA, ORGANIC_SCHEMA
+from rl.feedback.rows import decision_table
+from rl.feedback.schema import ORGANIC_SCHEMA
 
 #: Day 0 of a simulation is Monday 2024-01-01 00:00 UTC.
 EPOCH_START_S = 1_704_067_200
@@ -114,7 +115,7 @@ class DecisionBuffer:
         columns["candidate_track_ids"] = pa.ListArray.from_arrays(
             candidate_rows.offsets, track_ids.take(candidate_rows.values)
         )
-        return pa.Table.from_arrays(list(columns.values()), schema=DECISION_SCHEMA)
+        return decision_table(columns)  # the log's one row builder (rl/feedback/rows.py)
 
 
 def _session_ids(
