@@ -16,10 +16,10 @@ import numpy as np
 from rl.songs.catalog import load_catalog
 from rl.songs.embedding import SongEmbedding, ensure_song_embedding
 from services.config import ServiceConfig
+from services.core.catalog_table import CatalogTable
 from services.core.feedback_journal import FeedbackSink
 from services.core.neighbour_cache import build_neighbour_cache
 from services.core.request_pipeline import (
-    CatalogTable,
     EmbedFn,
     RecommendationPipeline,
     RetrieveFn,

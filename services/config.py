@@ -75,6 +75,10 @@ class ServiceConfig:
     ingress_max_replicas: int = 1
     """Most Ingress replicas Serve may scale to. > 1 needs a shared ``user_store``: feedback
     may reach a replica other than the one that made its decision."""
+    shed_queue_length: int = 128
+    """Recommendations one Ingress replica holds at once; past it a new one is answered at
+    once with 503 + Retry-After (gRPC: RESOURCE_EXHAUSTED) instead of queueing into
+    timeouts (services/load_shedding.py). 0 = never shed. >= 0."""
     rebuild_user_state: bool = True
     """At start, rebuild the user state from the decision log (the in-process store every
     time; a shared store only if it was never built) (services/user_state_rebuild.py)."""
@@ -161,6 +165,8 @@ class ServiceConfig:
                 "(redis://...): with the in-process store, feedback reaching another replica "
                 "would not find its decision"
             )
+        if self.shed_queue_length < 0:
+            raise ValueError(f"shed_queue_length must be >= 0, got {self.shed_queue_length}")
         if not self.pending_ttl_s > 0:
             raise ValueError(f"pending_ttl_s must be > 0, got {self.pending_ttl_s}")
         if self.user_state_engine not in ("ray", "pyarrow"):

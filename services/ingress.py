@@ -17,6 +17,7 @@ what lets three deployments keep up with a single in-process server on 2 cores.
 
 from typing import Any
 
+import grpc
 import numpy as np
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse, Response
@@ -31,6 +32,8 @@ from services.config import QUIET_LOGS, ServiceConfig
 from services.core.request_pipeline import ServiceError
 from services.errors import grpc_status, install_error_handlers
 from services.http_limits import BodySizeLimit
+from services.load_shedding import InFlight, ShedOverload
+from services.metrics import ServeMetrics
 from services.proto import encore_pb2
 from services.proto_convert import feedback_from_proto, recommend_from_proto, recommend_to_proto
 from services.room import room
@@ -54,6 +57,9 @@ api = FastAPI(
     "of a song VAE; feedback is logged for offline training.",
 )
 api.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+_REPLICA: dict[str, InFlight] = {}
+"""This replica's in-flight counter (one replica per process), made by its constructor."""
+api.add_middleware(ShedOverload, get_in_flight=lambda: _REPLICA.get("in_flight"))
 install_error_handlers(api)
 api.include_router(room)  # the listening room at / and its catalog search (services/room.py)
 
@@ -83,6 +89,10 @@ class Ingress:
             self.config, catalog, embed=self._embed, retrieve=self._retrieve, score=self._score
         )
         self.admin = ModelAdmin(ModelRegistry(self.config.registry_uri), self._describe)
+        self.metrics = ServeMetrics(self.pipeline.store.kind)
+        self.pipeline.observer = self.metrics
+        self.in_flight = InFlight(self.config.shed_queue_length, self.metrics.shed_request)
+        _REPLICA["in_flight"] = self.in_flight
         for batched, wait_s in (
             (self._recommend_batched, self.config.batch_wait_s),
             (self._recommend_batched_grpc, self.config.grpc_batch_wait_s),
@@ -123,7 +133,9 @@ class Ingress:
 
     # -- HTTP -------------------------------------------------------------------------
     @api.post(
-        "/v1/recommend", response_model=RecommendResponse, responses={404: {}, 413: {}, 422: {}}
+        "/v1/recommend",
+        response_model=RecommendResponse,
+        responses={404: {}, 413: {}, 422: {}, 503: {"description": "overloaded; see Retry-After"}},
     )
     async def recommend(self, body: RecommendRequest) -> Response:
         """Rank the kNN candidates of the song playing and pick the next one."""
@@ -176,10 +188,17 @@ class Ingress:
 
     # -- gRPC (methods named after the RPCs of services/proto/encore.proto) ---------------
     async def Recommend(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
-        with grpc_status(grpc_context):
-            body = recommend_from_proto(request)
-            return recommend_to_proto(await self._recommend(body, grpc=True))
-        return encore_pb2.RecommendResponse()
+        if not self.in_flight.try_enter("grpc"):
+            grpc_context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+            grpc_context.set_details(self.in_flight.refusal())
+            return encore_pb2.RecommendResponse()
+        try:
+            with grpc_status(grpc_context):
+                body = recommend_from_proto(request)
+                return recommend_to_proto(await self._recommend(body, grpc=True))
+            return encore_pb2.RecommendResponse()
+        finally:
+            self.in_flight.leave()
 
     async def Feedback(self, request: Any, grpc_context: RayServegRPCContext) -> Any:  # noqa: N802
         with grpc_status(grpc_context):

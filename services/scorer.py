@@ -37,6 +37,7 @@ from services.core.scoring import (
     ServingPolicy,
     check_policy,
 )
+from services.metrics import VersionGauge
 
 Payload = tuple[np.ndarray, list[str], list[str]]
 """(B, size) observations, B modes ("greedy" | "sample"), B arms."""
@@ -114,6 +115,8 @@ class Scorer:
 
         self.poll_interval_s = self.config.poll_interval_s
         self.core.slot.sync()  # serve production from the first request when it exists
+        self.version_gauge = VersionGauge()
+        self.version_gauge.show(self.core.slot.active.version)
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
         self._watcher.start()
@@ -121,6 +124,7 @@ class Scorer:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_interval_s):
             self.core.slot.sync()
+            self.version_gauge.show(self.core.slot.active.version)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """``user_config``: {"pinned_version": str | null, "poll_interval_s": float}."""

@@ -22,7 +22,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,10 @@ import numpy as np
 from rl.decision.observation import ObservationLayout
 from rl.feedback.reward import RewardConfig, compute_reward
 from rl.feedback.rows import decision_row as build_decision_row
+from services.core.catalog_table import CatalogTable
 from services.core.feedback_journal import FeedbackSink
 from services.core.neighbour_cache import NeighbourCache
+from services.core.observer import PipelineObserver
 from services.core.scoring import ArmAssignment, ScoredBatch
 from services.core.user_state import (
     DecisionContext,
@@ -71,52 +73,6 @@ class InvalidInputError(ServiceError):
 
 
 @dataclass(frozen=True)
-class CatalogTable:
-    """What the pipeline needs to know about catalog songs (row-aligned)."""
-
-    track_ids: np.ndarray  # (N,) str
-    latents: np.ndarray  # (N, D) float32, the embedding's latents
-    names: np.ndarray  # (N,) object
-    artists: np.ndarray  # (N,) object
-    durations_s: np.ndarray  # (N,) float, NaN when unknown
-    row_of: dict[str, int] = field(init=False, repr=False)
-    """track_id -> row, derived from ``track_ids``."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "row_of", {t: i for i, t in enumerate(self.track_ids)})
-
-    @classmethod
-    def from_embedding(
-        cls, track_ids: np.ndarray, latents: np.ndarray, metadata: Any = None
-    ) -> CatalogTable:
-        """Align catalog metadata (a DataFrame indexed by track_id) with the embedding."""
-        n = len(track_ids)
-        names = np.full(n, None, object)
-        artists = np.full(n, None, object)
-        durations = np.full(n, np.nan)
-        if metadata is not None:
-            aligned = metadata.reindex(list(track_ids))
-            # Some catalog rows have no name/artist (NaN): they are reported as null.
-            names = np.asarray(
-                [v if isinstance(v, str) else None for v in aligned["track_name"]], object
-            )
-            artists = np.asarray(
-                [v if isinstance(v, str) else None for v in aligned["track_artist"]], object
-            )
-            durations = aligned["duration_ms"].to_numpy(np.float64) / 1000.0
-        return cls(
-            np.asarray(track_ids, object),
-            np.asarray(latents, np.float32),
-            names,
-            artists,
-            durations,
-        )
-
-    def row(self, track_id: str) -> int | None:
-        return self.row_of.get(track_id)
-
-
-@dataclass(frozen=True)
 class _Candidates:
     """One request's retrieved candidates and their observation parts."""
 
@@ -152,6 +108,7 @@ class RecommendationPipeline:
         reward_config: RewardConfig | None = None,
         clock: Callable[[], float] = time.time,
         neighbour_cache: NeighbourCache | None = None,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.layout = layout
         self.catalog = catalog
@@ -162,6 +119,7 @@ class RecommendationPipeline:
         self.reward_config = reward_config or RewardConfig()
         self.clock = clock
         self.neighbour_cache = neighbour_cache
+        self.observer = observer or PipelineObserver()
 
     # -- recommend ------------------------------------------------------------------------
     def check(self, request: RecommendRequest) -> None:
@@ -204,9 +162,11 @@ class RecommendationPipeline:
             for r, (ids, distances) in zip(requests, neighbours, strict=True)
         ]
         sessions = [r.session_id or f"{r.user_id}-{day}" for r in requests]
+        started = time.perf_counter()
         context = await self.store.decision_context(
             [r.user_id for r in requests], sessions, [ids for ids, _ in found], day
         )
+        self.observer.store_call("decision_context", time.perf_counter() - started)
         candidates = [
             _Candidates(
                 ids,
@@ -231,7 +191,10 @@ class RecommendationPipeline:
             self._decision(request, sessions[i], candidates[i], context, scored, i, arms[i], now)
             for i, request in enumerate(requests)
         ]
+        started = time.perf_counter()
         await self.store.remember(decisions)
+        self.observer.store_call("remember", time.perf_counter() - started)
+        self.observer.recommended(arms, list(scored.versions))
         return [
             self._response(request, decisions[i], candidates[i], scored, i)
             for i, request in enumerate(requests)
@@ -346,7 +309,9 @@ class RecommendationPipeline:
     # -- feedback -------------------------------------------------------------------------
     async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         """Journal the decision row durably, then update the user's state."""
+        started = time.perf_counter()
         decision = await self.store.claim(request.request_id)
+        self.observer.store_call("claim", time.perf_counter() - started)
         if decision is None:
             raise NotFoundError(
                 "request_id",
@@ -385,12 +350,17 @@ class RecommendationPipeline:
             raise
         if listened:
             # On the decision's day, as the rebuild from the log replays it.
+            started = time.perf_counter()
             await self.store.record_listen(
                 decision.user_id,
                 chosen_track,
                 decision.candidate_latents[decision.chosen_index],
                 day_of(decision.timestamp),
             )
+            self.observer.store_call("record_listen", time.perf_counter() - started)
+        self.observer.feedback(
+            decision.arm, decision.policy_version, listened, request.skip_level, reward
+        )
         return FeedbackResponse(
             request_id=request.request_id,
             accepted=True,

@@ -54,12 +54,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_on_local_ray(fast_path: bool = False) -> Iterator[None]:
+def serve_on_local_ray(fast_path: bool = False, **ray_options: object) -> Iterator[None]:
     """A fresh local Ray (2 CPUs, no dashboard) for the block; Serve and Ray shut down after.
 
     ``fast_path``: start Ray with Serve's direct ingress (services.app.SERVE_FAST_PATH_ENV),
     as ``encore serve`` does; the environment is restored afterwards so the next module
-    gets the proxied setup unless it asks too.
+    gets the proxied setup unless it asks too. ``ray_options``: more ``ray.init`` arguments
+    (e.g. ``_metrics_export_port``).
     """
     import ray
     from ray import serve
@@ -69,7 +70,7 @@ def serve_on_local_ray(fast_path: bool = False) -> Iterator[None]:
     saved_env = {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
     if fast_path:
         use_serve_fast_path()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, **ray_options)  # type: ignore[arg-type]
     try:
         yield
     finally:
