@@ -468,14 +468,16 @@ def _counts_with_ray(files, filesystem, lead_days, end_margin_days, follow_days,
                     batch_size=None,
                 )
             )
-    events = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    # Materialised once: the day range and the grouping both read it.
+    events = (parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])).materialize()
     first_day, last_day = int(events.min("day")), int(events.max("day"))
     window = DiscoveryWindow(first_day, last_day, lead_days, end_margin_days, follow_days)
 
     def bucket_counts(group: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"counts": [pickle.dumps(behaviour_counts(group, window))]})
 
-    rows = events.groupby("bucket").map_groups(bucket_counts, batch_format="pandas").take_all()
+    grouped = events.groupby("bucket", num_partitions=min(buckets, 16))
+    rows = grouped.map_groups(bucket_counts, batch_format="pandas").take_all()
     total = BehaviourCounts()
     total.return_days = _zeros(follow_days + 1)
     total.organic_return_days = _zeros(follow_days + 1)
@@ -485,12 +487,17 @@ def _counts_with_ray(files, filesystem, lead_days, end_margin_days, follow_days,
 
 
 def _bucketed(events: pd.DataFrame, buckets: int) -> Any:
+    """Events with their user's bucket, in one arrow schema for every dataset's blocks."""
     import pyarrow as pa
 
-    events = events.assign(
-        bucket=(
-            pd.util.hash_pandas_object(events["user_id"], index=False).to_numpy() % buckets
-        ).astype(np.int64),
-        session_id=events["session_id"].astype(object),
-    )
-    return pa.Table.from_pandas(events, preserve_index=False)
+    schema = pa.schema(
+        [
+            ("user_id", pa.string()), ("day", pa.int64()), ("timestamp", pa.float64()),
+            ("session_id", pa.string()), ("position", pa.int64()), ("track_id", pa.string()),
+            ("skipped", pa.float64()), ("streamed", pa.bool_()), ("recommended", pa.bool_()),
+            ("count", pa.int64()), ("bucket", pa.int64()),
+        ]
+    )  # fmt: skip
+    hashes = pd.util.hash_pandas_object(events["user_id"], index=False).to_numpy()
+    events = events.assign(bucket=(hashes % buckets).astype(np.int64))
+    return pa.Table.from_pandas(events[schema.names], schema=schema, preserve_index=False)
