@@ -82,6 +82,6 @@ def run_report(args: argparse.Namespace) -> int:
     for found in page.found:
         print(f"  {found.source.key:<17} {found.path}")
     for source in page.missing:
-        print(f"  {source.key:<17} missing: run `{source.command}`")
+        print(f"  {source.key:<17} missing: run `{source.how_to_make or source.command}`")
     print(f"results: {page.path} ({len(page.found)} outputs, {len(page.missing)} missing)")
     return 0

@@ -4,16 +4,12 @@ single self-contained HTML file (tables, and plots embedded as data URIs).
 Where it sits: ``encore report`` (rl/cli/report.py) calls ``write_results_page``. It reads
 what the other commands already wrote, and runs nothing itself:
 
-=====================  =========================================  ===========================
-section                command                                    what it reads
-=====================  =========================================  ===========================
-policy comparison      ``encore compare-policies``                <data>/compare*/**/comparison.md
-A/B test               ``encore ab-test``                         <data>/reports/ab-test/report.md
-data efficiency        ``encore data-efficiency``                 <data>/reports/data-efficiency/report.md
-simulator calibration  ``encore calibrate``                       <data>/reports/calibrat*/**.md
-log statistics         ``encore log-stats``                       <data>/reports/log-stats/**.md
-benchmarks             ``make bench`` (benchmarks/bench_*.py)     <data>/reports/benchmarks/bench_*.txt
-=====================  =========================================  ===========================
+- policy comparison: ``encore compare-policies`` -> <data>/compare/<time>/comparison.md
+- A/B test: ``encore ab-test`` -> <data>/reports/ab-test/report.md
+- data efficiency: ``encore data-efficiency`` -> <data>/reports/data-efficiency/report.md
+- simulator calibration: ``encore calibrate --out DIR`` -> <data>/reports/calibrat*/calibration.md
+- log statistics: ``encore log-stats LOG`` -> <data>/reports/log_stats/<log>/log_stats.md
+- benchmarks: ``make bench`` -> <data>/reports/benchmarks/bench_*.txt (each script's output)
 
 Each command's report is markdown with PNG figures beside it; a section shows the newest
 one found, converted to HTML (headings, paragraphs, lists, pipe tables, images), every PNG
@@ -53,8 +49,11 @@ class ResultSource:
     """Globs, relative to the data directory, matching the output's main file."""
     kind: str = "markdown"
     """``markdown`` (a report.md with PNGs beside it) or ``text`` (captured stdout)."""
-    newest_only: bool = True
-    """Show only the newest match (a report), or every command's newest (benchmarks)."""
+    newest_of_each: str = ""
+    """"" shows the newest match only; "file" the newest of each file name (one per
+    benchmark script); "folder" the newest of each folder name (one per log for log-stats)."""
+    how_to_make: str = ""
+    """The command line to suggest when there is no output (default: ``command``)."""
 
 
 SOURCES: tuple[ResultSource, ...] = (
@@ -75,15 +74,18 @@ SOURCES: tuple[ResultSource, ...] = (
     ),
     ResultSource(
         "calibrate",
-        "Simulator calibration against real logs",
+        "Simulator calibration against real figures",
         "encore calibrate",
-        ("reports/calibrat*/**/*.md", "calibrat*/**/*.md"),
+        ("reports/calibrat*/**/calibration.md", "calibrat*/**/calibration.md"),
+        how_to_make="encore calibrate --out $ENCORE_DATA/reports/calibrate",
     ),
     ResultSource(
         "log-stats",
-        "Statistics of the listening logs",
+        "Listening behaviour of the logs",
         "encore log-stats",
-        ("reports/log-stats/**/*.md", "log-stats/**/*.md", "reports/log_stats/**/*.md"),
+        ("reports/log_stats/**/log_stats.md", "reports/log-stats/**/log_stats.md"),
+        newest_of_each="folder",
+        how_to_make="encore log-stats LOG (e.g. data/logs/sim)",
     ),
     ResultSource(
         "benchmarks",
@@ -91,7 +93,7 @@ SOURCES: tuple[ResultSource, ...] = (
         "make bench",
         ("reports/benchmarks/bench_*.txt",),
         kind="text",
-        newest_only=False,
+        newest_of_each="file",
     ),
 )
 
@@ -139,12 +141,13 @@ def find_outputs(
     if not candidates:
         return []
     newest_first = sorted(candidates, key=os.path.getmtime, reverse=True)
-    if source.newest_only:
+    if not source.newest_of_each:
         chosen = newest_first[:1]
     else:
         by_name: dict[str, str] = {}
         for path in newest_first:
-            by_name.setdefault(Path(path).name, path)
+            name = Path(path).name if source.newest_of_each == "file" else Path(path).parent.name
+            by_name.setdefault(name, path)
         chosen = sorted(by_name.values())
     return [
         FoundOutput(source, path, os.path.getmtime(path), command_of(source, path))
@@ -190,6 +193,21 @@ def command_of(source: ResultSource, path: str) -> str:
                 f"{source.command} --users {users} --history-days {days} --seed {seed} "
                 f"--out {folder}"
             )
+    if source.key == "calibrate":
+        recorded_settings = _json(os.path.join(folder, "calibration.json"))
+        if recorded_settings and "users" in recorded_settings:
+            flags = [
+                f"--{name} {recorded_settings[name]}"
+                for name in ("users", "days", "seed")
+                if name in recorded_settings
+            ]
+            return " ".join([source.command, *flags, f"--out {folder}"])
+    if source.key == "log-stats":
+        # Its notes name each log read: "- <name>: <log uri> (<engine>); discoveries ..."
+        logs = re.findall(r"^- [^:\n]+: (\S+) \(", Path(path).read_text(errors="replace"), re.M)
+        if logs:
+            vs = "".join(f" --vs {log}" for log in logs[1:])
+            return f"{source.command} {logs[0]}{vs} --out {folder}"
     if source.key == "compare-policies":
         settings = _json_field(os.path.join(folder, "comparison.json"), "settings")
         if settings:
@@ -205,12 +223,17 @@ def command_of(source: ResultSource, path: str) -> str:
     return f"{source.command} --out {folder}"
 
 
-def _json_field(path: str, name: str) -> dict | None:
+def _json(path: str) -> dict | None:
     try:
         with open(path) as handle:
-            value = json.load(handle).get(name)
-    except (OSError, ValueError, AttributeError):
+            value = json.load(handle)
+    except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_field(path: str, name: str) -> dict | None:
+    value = (_json(path) or {}).get(name)
     return value if isinstance(value, dict) else None
 
 
@@ -255,13 +278,20 @@ def _escape_with_bold(text: str) -> str:
     return _LINK.sub(lambda m: m.group(1), escaped)  # local links do not survive the move
 
 
-def _split_row(line: str) -> list[str]:
+def _split_row(line: str, columns: int | None = None) -> list[str]:
+    """The cells of a pipe-table row (``\\|`` is a literal pipe). A row with more cells
+    than the header had an unescaped ``|`` in a cell: the surplus is joined back into the
+    first cell, where names such as "P(skip | previous skip)" sit."""
     line = line.strip()
     if line.startswith("|"):
         line = line[1:]
-    if line.endswith("|"):
+    if line.endswith("|") and not line.endswith("\\|"):
         line = line[:-1]
-    return [cell.strip() for cell in line.split("|")]
+    cells = [cell.strip().replace("\x00", "|") for cell in line.replace("\\|", "\x00").split("|")]
+    if columns is not None and len(cells) > columns:
+        surplus = len(cells) - columns
+        cells = [" | ".join(cells[: surplus + 1]), *cells[surplus + 1 :]]
+    return cells
 
 
 def markdown_to_html(markdown: str, image: Callable[[str, str], str]) -> str:
@@ -305,7 +335,7 @@ def markdown_to_html(markdown: str, image: Callable[[str, str], str]) -> str:
             i += 2
             rows = []
             while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_split_row(lines[i]))
+                rows.append(_split_row(lines[i], len(header)))
                 i += 1
             head = "".join(f"<th>{inline_html(c, image)}</th>" for c in header)
             body = "".join(
@@ -417,7 +447,8 @@ def build_results_page(
         else:
             missing.append(source)
             body = (
-                f'<p class="missing">No output yet. Run <code>{html.escape(source.command)}</code> '
+                f'<p class="missing">No output yet. Run '
+                f"<code>{html.escape(source.how_to_make or source.command)}</code> "
                 f"(this page looks for <code>{html.escape(', '.join(source.patterns))}</code> "
                 f"under <code>{html.escape(data_dir)}</code>), then <code>encore report</code> "
                 "again.</p>"
