@@ -154,6 +154,16 @@ def _label(log: str) -> str:
     return os.path.basename(log.rstrip("/")) or log
 
 
+def _window_note(result: Any) -> str:
+    window = result.window
+    low, high = window.eligible
+    where = f"{result.log} ({result.engine}, days {window.first_day}..{window.last_day})"
+    if high < low:
+        needed = window.lead_days + window.end_margin_days + 1
+        return f"{where}; no discoveries followed: the log spans {window.span_days} days, {needed} needed"
+    return f"{where}; discoveries = first streams on days {low}..{high}"
+
+
 def run_log_stats(args: argparse.Namespace) -> int:
     from rl.evaluation.log_stats import log_stats
 
@@ -176,11 +186,7 @@ def run_log_stats(args: argparse.Namespace) -> int:
     table = markdown_table(columns)
     out = args.out or storage.join(paths.data_dir(), "reports", "log_stats", _label(args.log))
     storage.makedirs(out)
-    notes = [
-        f"- {name}: {r.log} ({r.engine}); discoveries = first streams on days "
-        f"{r.window.eligible[0]}..{r.window.eligible[1]} of {r.window.first_day}..{r.window.last_day}"
-        for name, r in zip(columns, results, strict=True)
-    ]
+    notes = [f"- {name}: {_window_note(r)}" for name, r in zip(columns, results, strict=True)]
     storage.write_bytes(
         storage.join(out, "log_stats.md"),
         ("# Listening behaviour\n\n" + table + "\n\n" + "\n".join(notes) + "\n").encode("utf-8"),
@@ -207,25 +213,24 @@ def plot_distributions(columns: dict[str, dict[str, Any]], path: str) -> None:
     import numpy as np
 
     figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = (
-        ("session_length", "plays per session", "share of sessions", 40, True),
-        ("skip_rate_by_position", "position in session (20 = 20+)", "P(skip)", 21, False),
-        ("gap_days", "days between active days", "share of gaps", 30, True),
-        (
-            "return_days",
-            "return days in the 59 days after a discovery",
-            "share of discoveries",
-            60,
-            True,
-        ),
-    )
-    for axis, (key, xlabel, ylabel, width, normalise) in zip(axes.flat, panels, strict=True):
+    panels = (  # (distribution, x label, y label, first and last x, normalise)
+        ("session_length", "plays per session", "share of sessions", (1, 40), True),
+        ("skip_rate_by_position", "position in session (20 = 20+)", "P(skip)", (0, 20), False),
+        ("gap_days", "days between active days", "share of gaps", (1, 30), True),
+        ("return_days", "return days in the 59 days after a discovery", "share of discoveries", (0, 59), True),
+    )  # fmt: skip
+    for axis, (key, xlabel, ylabel, (first, last), normalise) in zip(
+        axes.flat, panels, strict=True
+    ):
         for name, numbers in columns.items():
-            values = np.asarray(numbers["distributions"][key], dtype=float)[:width]
+            distribution = np.asarray(numbers["distributions"][key], dtype=float)
+            values = distribution[first : last + 1]
             if normalise:
-                total = np.nansum(numbers["distributions"][key])
+                total = np.nansum(distribution)
                 values = values / total if total else values
-            axis.plot(np.arange(len(values)), values, marker="o", markersize=3, label=name)
+            axis.plot(
+                np.arange(first, first + len(values)), values, marker="o", markersize=3, label=name
+            )
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
