@@ -103,9 +103,44 @@ def write_ab_report(
     """Write report.md, figures and the raw per-user frames; returns the report path."""
     os.makedirs(out_dir, exist_ok=True)
     banner: pd.DataFrame = results["banner"]
-    shelf: pd.DataFrame | None = results["shelf"]
-    models = results["world"].models
     banner.to_parquet(os.path.join(out_dir, "banner_users.parquet"))
+    lines, lifts = _banner_section(
+        banner, results["world"].models, out_dir, config, n_resamples, seed
+    )
+    diagnostics = results.get("policy_diagnostics") or {}
+    arms_table = policy_arm_table(banner, diagnostics)
+    lines += _policy_arms_section(arms_table, diagnostics)
+    summary: dict[str, Any] = {
+        "banner_lifts_impacted": lifts.to_dict(orient="records"),
+        "impacted_share": float(banner["impacted"].mean()),
+        "policy_arms": arms_table.to_dict(orient="records"),
+        "policy_diagnostics": diagnostics,
+    }
+    shelf: pd.DataFrame | None = results["shelf"]
+    if shelf is not None:
+        shelf.to_parquet(os.path.join(out_dir, "shelf_users.parquet"))
+        shelf_lines, shelf_lifts = _shelf_section(shelf, out_dir, config, n_resamples, seed)
+        lines += shelf_lines
+        summary["shelf_lifts"] = shelf_lifts.to_dict(orient="records")
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as handle:
+        handle.write(_in_window_days("\n".join(lines), config.window_days))
+    with open(os.path.join(out_dir, "summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2, default=float)
+    return path
+
+
+def _in_window_days(text: str, window_days: int) -> str:
+    """The metric names say "60-day" (the paper's window); name the test's own window."""
+    if window_days == 60:
+        return text
+    return text.replace("60-day", f"{window_days}-day")
+
+
+def _banner_section(
+    banner: pd.DataFrame, models: Any, out_dir: str, config: Any, n_resamples: int, seed: int
+) -> tuple[list[str], pd.DataFrame]:
+    """The banner experiment's markdown and figures; returns (lines, impacted-user lifts)."""
     metrics = ab_metrics.banner_metrics(banner, n_resamples, seed)
     shown = metrics[[c for c in metrics.columns if not c.endswith("_mean")]]
     lifts_all = ab_metrics.lift_table(
@@ -122,18 +157,19 @@ def write_ab_report(
     ab_metrics.plot_distribution(banner, os.path.join(out_dir, "banner_minutes_distribution.png"))
     ab_metrics.plot_calibration(calibration, os.path.join(out_dir, "calibration.png"))
     lift_rows = _with_lift_ci(lifts)
+    fitted = ", ".join(
+        f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+        for k, v in models.summary().items()
+    )
+    window = config.window_days
     lines = [
         "# Simulated A/B test of long-term (stickiness) recommendations",
         "",
         f"Seed {config.seed}; {config.n_users} simulated users, {config.history_days} days of logged history "
-        "under the myopic logging policy, then the experiments. Models fitted on that log: "
-        + ", ".join(
-            f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-            for k, v in models.summary().items()
-        )
-        + ".",
+        f"under the myopic logging policy, then the experiments with a {window}-day window. "
+        f"Models fitted on that log: {fitted}.",
         "",
-        "## Headline: personalised vs control, impacted users (paper figure 6a)",
+        "## Headline: personalised vs control, impacted users (paper figure 6a; the paper's window is 60 days)",
         "",
         _markdown(headline_table(lifts, PAPER_BANNER_LIFTS)),
         "",
@@ -161,70 +197,65 @@ def write_ab_report(
         "### Calibration: predicted vs observed return days (figure 6c)",
         "",
         "First-streamers of every arm, binned by the personalised prediction ⟨u, v_i⟩ for the song "
-        "they were recommended; observed = days in the next 59 they came back to it.",
+        f"they were recommended; observed = days in the next {window - 1} they came back to it.",
         "",
         _markdown(calibration),
         "",
         "![calibration](calibration.png)",
         "",
     ]
-    diagnostics = results.get("policy_diagnostics") or {}
-    arms_table = policy_arm_table(banner, diagnostics)
-    if len(arms_table):
-        lines += [
-            "## Policy (PPO actor-critic) arms",
-            "",
-            "Each ranks the top-k of the pool by clickiness with its actor. Banner columns: mean "
-            "entropy of its distribution over those k, and how often its pick is control's "
-            "(top clickiness) or personalised's (top Q-score). Log columns (arms trained on the "
-            "history log): entropy and argmax on the logged decisions, and the effective sample "
-            "size of its importance weights against the logging policy.",
-            "",
-            _markdown(arms_table),
-            "",
-        ]
-        for arm, found in diagnostics.items():
-            lines += [f"- `{arm}`: offline steps {found.get('steps')}", ""]
-    summary: dict[str, Any] = {
-        "banner_lifts_impacted": lifts.to_dict(orient="records"),
-        "impacted_share": float(banner["impacted"].mean()),
-        "policy_arms": arms_table.to_dict(orient="records"),
-        "policy_diagnostics": diagnostics,
-    }
-    if shelf is not None:
-        shelf.to_parquet(os.path.join(out_dir, "shelf_users.parquet"))
-        shelf_lifts = ab_metrics.lift_table(
-            shelf, ab_metrics.SHELF_METRICS, n_resamples=n_resamples, seed=seed
-        )
-        weekly = ab_metrics.weekly_lifts(shelf, config.shelf_weeks)
-        ab_metrics.plot_weekly(weekly, os.path.join(out_dir, "shelf_weekly.png"))
-        lines += [
-            f"## Shelf (paper 5.1.4): a ranked shelf of {config.shelf_size} unheard songs, weekly, "
-            f"{config.shelf_weeks} weeks",
-            "",
-            f"Lasting discovery = at least {config.lasting_min_days} active days and "
-            f"{config.lasting_min_minutes:g} minutes with a song first heard in weeks 1-6.",
-            "",
-            _markdown(ab_metrics.shelf_metrics(shelf)),
-            "",
-            _markdown(headline_table(shelf_lifts, PAPER_SHELF_LIFTS)),
-            "",
-            _markdown(_with_lift_ci(shelf_lifts)[["arm", "metric", "lift (95% CI)"]]),
-            "",
-            "Weekly minutes (all listening), lift vs control (figure 7b):",
-            "",
-            _markdown((100 * weekly).round(2).reset_index().rename(columns={"index": "arm"})),
-            "",
-            "![weekly](shelf_weekly.png)",
-            "",
-        ]
-        summary["shelf_lifts"] = shelf_lifts.to_dict(orient="records")
-    path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines))
-    with open(os.path.join(out_dir, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2, default=float)
-    return path
+    return lines, lifts
+
+
+def _policy_arms_section(arms_table: pd.DataFrame, diagnostics: dict[str, Any]) -> list[str]:
+    if not len(arms_table):
+        return []
+    lines = [
+        "## Policy (PPO actor-critic) arms",
+        "",
+        "Each ranks the top-k of the pool by clickiness with its actor. Banner columns: mean "
+        "entropy of its distribution over those k, and how often its pick is control's "
+        "(top clickiness) or personalised's (top Q-score). Log columns (arms trained on the "
+        "history log): entropy and argmax on the logged decisions, and the effective sample "
+        "size of its importance weights against the logging policy.",
+        "",
+        _markdown(arms_table),
+        "",
+    ]
+    for arm, found in diagnostics.items():
+        lines += [f"- `{arm}`: offline steps {found.get('steps')}", ""]
+    return lines
+
+
+def _shelf_section(
+    shelf: pd.DataFrame, out_dir: str, config: Any, n_resamples: int, seed: int
+) -> tuple[list[str], pd.DataFrame]:
+    shelf_lifts = ab_metrics.lift_table(
+        shelf, ab_metrics.SHELF_METRICS, n_resamples=n_resamples, seed=seed
+    )
+    weekly = ab_metrics.weekly_lifts(shelf, config.shelf_weeks)
+    ab_metrics.plot_weekly(weekly, os.path.join(out_dir, "shelf_weekly.png"))
+    lines = [
+        f"## Shelf (paper 5.1.4): a ranked shelf of {config.shelf_size} unheard songs, weekly, "
+        f"{config.shelf_weeks} weeks",
+        "",
+        f"Lasting discovery = at least {config.lasting_min_days} active days and "
+        f"{config.lasting_min_minutes:g} minutes with a song first heard in weeks 1-6.",
+        "",
+        _markdown(ab_metrics.shelf_metrics(shelf)),
+        "",
+        _markdown(headline_table(shelf_lifts, PAPER_SHELF_LIFTS)),
+        "",
+        _markdown(_with_lift_ci(shelf_lifts)[["arm", "metric", "lift (95% CI)"]]),
+        "",
+        "Weekly minutes (all listening), lift vs control (figure 7b):",
+        "",
+        _markdown((100 * weekly).round(2).reset_index().rename(columns={"index": "arm"})),
+        "",
+        "![weekly](shelf_weekly.png)",
+        "",
+    ]
+    return lines, shelf_lifts
 
 
 def write_data_efficiency_report(
