@@ -119,7 +119,7 @@ def test_missing_outputs_name_the_command_that_makes_them(data_dir):
     assert {s.key for s in missing} == {"compare-policies", "ab-test", "calibrate", "log-stats"}
     for source in missing:
         section = re.search(rf'<section id="{source.key}">(.*?)</section>', html, re.S).group(1)
-        assert f"Run <code>{source.command}</code>" in section
+        assert f"Run <code>{source.how_to_make or source.command}</code>" in section
     assert {s.key for s in SOURCES} == {s.key for s in missing} | {f.source.key for f in found}
 
 
@@ -161,6 +161,7 @@ def test_markdown_conversion_escapes_and_keeps_structure():
             "| a | b |",
             "|---|:---:|",
             "| 1 | <i>2</i> |",
+            "| P(x | y) | a \\| b |",
             "",
             "![plot](plot.png)",
             "```",
@@ -178,6 +179,7 @@ def test_markdown_conversion_escapes_and_keeps_structure():
     assert "<ul><li>one</li><li>two &amp; three</li></ul>" in html
     assert "<thead><tr><th>a</th><th>b</th></tr></thead>" in html
     assert "<td>&lt;i&gt;2&lt;/i&gt;</td>" in html
+    assert "<tr><td>P(x | y)</td><td>a | b</td></tr>" in html  # an unescaped and an escaped pipe
     assert images == [("plot", "plot.png")] and "<pre>x = &lt;1&gt;</pre>" in html
 
 
@@ -211,18 +213,19 @@ def test_encore_report_mistakes_get_one_line(data_dir, capsys, argv, code, messa
 @pytest.mark.slow
 @pytest.mark.ray
 def test_report_of_real_commands_end_to_end(tmp_path, trained_embedding, tmp_path_factory):
-    """ab-test -> data-efficiency on its banner -> report, all real commands, tiny sizes."""
+    """ab-test -> data-efficiency on its banner, simulate -> log-stats, calibrate, then
+    report: all real commands, at their smallest sizes."""
     cache = os.environ.get("ENCORE_TEST_EMBEDDING") or str(
         tmp_path_factory.getbasetemp().parent / "encore-embedding"
     )
     env = {**os.environ, "ENCORE_DATA": str(tmp_path)}
     encore = [sys.executable, "-m", "rl.cli"]
 
-    def run(*argv: str) -> str:
+    def run(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
         done = subprocess.run(
             [*encore, *argv], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900
         )
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode in ok, done.stderr[-3000:]
         return done.stdout
 
     run(
@@ -232,9 +235,23 @@ def test_report_of_real_commands_end_to_end(tmp_path, trained_embedding, tmp_pat
     )  # fmt: skip
     banner = tmp_path / "reports" / "ab-test" / "banner_users.parquet"
     run("data-efficiency", "--banner", str(banner), "--auxiliary-fraction", "0.5")
+    log = tmp_path / "logs" / "sim"
+    run("simulate", "--users", "30", "--days", "3", "--out", str(log), "--embedding", cache)
+    run("log-stats", str(log), "--engine", "pandas")
+    # calibrate exits 1 when a target is outside its tolerance, likely at this size.
+    calibration = tmp_path / "reports" / "calibrate"
+    run(
+        "calibrate", "--users", "100", "--days", "91", "--out", str(calibration),
+        "--embedding", cache, ok=(0, 1),
+    )  # fmt: skip
     printed = run("report")
     page = (tmp_path / "reports" / RESULTS_FILE).read_text()
-    assert "(2 outputs, 4 missing)" in printed
+    assert "(4 outputs, 2 missing)" in printed  # compare-policies (minutes) and make bench not run
+    assert f"encore log-stats {log} --out {tmp_path / 'reports' / 'log_stats' / 'sim'}" in page
+    assert f"encore calibrate --users 100 --days 91 --seed 1 --out {calibration}" in page
+    assert (tmp_path / "reports" / "log_stats" / "sim" / "log_stats.png").read_bytes() in (
+        _embedded_images(page)
+    )
     assert "encore ab-test --users 200 --history-days 15 --seed 0" in page
     for figure in ("banner_lifts.png", "calibration.png"):
         assert (tmp_path / "reports" / "ab-test" / figure).read_bytes() in _embedded_images(page)
