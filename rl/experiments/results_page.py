@@ -182,16 +182,16 @@ def command_of(source: ResultSource, path: str) -> str:
         return f"python benchmarks/{Path(path).stem}.py  (via {source.command})"
     if source.key == "ab-test":
         # The report's first line states the run's settings ("Seed 0; 300 simulated users,
-        # 25 days of logged history ...").
-        stated = re.search(
-            r"Seed (\d+); (\d+) simulated users, (\d+) days of logged history",
-            Path(path).read_text(errors="replace")[:2000],
-        )
+        # 25 days of logged history ... with a 10-day window"; older reports lack the window).
+        text = Path(path).read_text(errors="replace")[:2000]
+        stated = re.search(r"Seed (\d+); (\d+) simulated users, (\d+) days of logged history", text)
         if stated:
             seed, users, days = stated.groups()
+            window = re.search(r"with a (\d+)-day window", text)
+            window_flag = f" --window-days {window.group(1)}" if window else ""
             return (
-                f"{source.command} --users {users} --history-days {days} --seed {seed} "
-                f"--out {folder}"
+                f"{source.command} --users {users} --history-days {days}{window_flag} "
+                f"--seed {seed} --out {folder}"
             )
     if source.key == "calibrate":
         recorded_settings = _json(os.path.join(folder, "calibration.json"))

@@ -252,8 +252,64 @@ def test_report_of_real_commands_end_to_end(tmp_path, trained_embedding, tmp_pat
     assert (tmp_path / "reports" / "log_stats" / "sim" / "log_stats.png").read_bytes() in (
         _embedded_images(page)
     )
-    assert "encore ab-test --users 200 --history-days 15 --seed 0" in page
+    assert "encore ab-test --users 200 --history-days 15 --window-days 5 --seed 0" in page
     for figure in ("banner_lifts.png", "calibration.png"):
         assert (tmp_path / "reports" / "ab-test" / figure).read_bytes() in _embedded_images(page)
     data_efficiency_plot = tmp_path / "reports" / "data-efficiency" / "data_efficiency.png"
     assert data_efficiency_plot.read_bytes() in _embedded_images(page)
+
+
+def test_command_lines_are_rebuilt_from_what_each_output_records(tmp_path):
+    """The settings lines below are in the formats the commands write (reports.py,
+    calibrate.py, history.py, compare_policies.py); the slow test checks them for real."""
+    import json
+
+    from rl.experiments.results_page import command_of
+
+    by_key = {source.key: source for source in SOURCES}
+
+    def output(key: str, name: str, text: str, extra: dict[str, object] | None = None) -> str:
+        folder = tmp_path / key
+        folder.mkdir()
+        for file_name, content in (extra or {}).items():
+            (folder / file_name).write_text(json.dumps(content))
+        (folder / name).write_text(text)
+        return str(folder / name)
+
+    ab = output(
+        "ab-test",
+        "report.md",
+        "# A/B\n\nSeed 3; 200 simulated users, 15 days of logged history under the myopic "
+        "logging policy, then the experiments with a 5-day window. Models fitted ...\n",
+    )
+    assert command_of(by_key["ab-test"], ab) == (
+        f"encore ab-test --users 200 --history-days 15 --window-days 5 --seed 3 "
+        f"--out {tmp_path / 'ab-test'}"
+    )
+    calibration = output(
+        "calibrate", "calibration.md", "| target |\n|---|\n",
+        {"calibration.json": {"users": 100, "days": 91, "seed": 1, "rows": []}},
+    )  # fmt: skip
+    assert command_of(by_key["calibrate"], calibration) == (
+        f"encore calibrate --users 100 --days 91 --seed 1 --out {tmp_path / 'calibrate'}"
+    )
+    stats = output(
+        "log-stats",
+        "log_stats.md",
+        "# Listening behaviour\n\n| figure | sim | real |\n|---|---|---|\n\n"
+        "- sim: data/logs/sim (pandas); discoveries = first streams on days 30..40 of 0..99\n"
+        "- real: data/logs/real (ray); discoveries = first streams on days 30..40 of 0..99\n",
+    )
+    assert command_of(by_key["log-stats"], stats) == (
+        f"encore log-stats data/logs/sim --vs data/logs/real --out {tmp_path / 'log-stats'}"
+    )
+    compare = output(
+        "compare-policies", "comparison.md", "# Comparison\n",
+        {"comparison.json": {"settings": {"users": 500, "days": 20, "seed": 2, "train": {"iterations": 5}}}},
+    )  # fmt: skip
+    assert command_of(by_key["compare-policies"], compare) == (
+        f"encore compare-policies --users 500 --days 20 --seed 2 --iterations 5 "
+        f"--out {tmp_path / 'compare-policies'}"
+    )
+    (tmp_path / "compare-policies" / "command.txt").write_text("encore compare-policies --seed 9\n")
+    assert command_of(by_key["compare-policies"], compare) == "encore compare-policies --seed 9"
