@@ -152,6 +152,30 @@ def promote_with_gate(registry, version: str, args: argparse.Namespace) -> None:
         raise CommandError(f"refused: {exc}") from None
 
 
+def _check_layouts_match(registry, version: str | None, data_uri: str) -> None:
+    """The held-out data's candidates per decision (k) and latent size are the version's."""
+    from rl.feedback.offline_steps_files import resolve_layout
+    from rl.registry import RegistryError
+
+    try:
+        name = version or registry.production_version()
+        if name is None:
+            return  # evaluate_version names the missing production version
+        trained = registry.get(name).observation_layout
+    except (RegistryError, KeyError, AttributeError):
+        return
+    data = resolve_layout(data_uri, trained)
+    for what, have, need in (
+        ("candidates per decision (k)", data.k, trained.k),
+        ("latent size", data.latent_dim, trained.latent_dim),
+    ):
+        if have != need:
+            raise CommandError(
+                f"the data under {data_uri} has {what} {have}; {name} was trained with {need}",
+                "make held-out steps with the version's settings (`encore offline-steps --k ...`)",
+            )
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from rl.evaluation.evaluate_version import evaluate_version
     from rl.registry import RegistryError
@@ -162,6 +186,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--simulate-users must be >= 0 and --simulate-days >= 1")
     registry = registry_from(args, must_exist=True)
     require_offline_steps(args.data, "--data")
+    _check_layouts_match(registry, args.version, args.data)
     if args.out:
         require_writable(args.out, "--out")
     try:
