@@ -69,39 +69,10 @@ def _run_command(argv: list[str]) -> None:
         )
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from rl.cli.embedding import embedding_quality, load_catalog_option, print_neighbours
-    from rl.songs.embedding import ensure_song_embedding
-
-    started = time.perf_counter()
-    data_root = args.data or paths.data_dir()
-    if not args.skip_serving:
-        # Serve reads its mode when Ray's processes start, and the first stages start Ray:
-        # the serving stage's fast path (direct ingress) must be in the environment by then.
-        from services.app import use_serve_fast_path
-
-        use_serve_fast_path()
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    _stage("1. catalog")
-    catalog = load_catalog_option(args.catalog)
-    print(f"{len(catalog)} tracks from {args.catalog or paths.default_catalog_uri()}")
-
-    _stage("2. song embedding (VAE, 11 features -> 5-d latent)")
-    embedding_uri = storage.join(data_root, "embedding")
-    embedding = ensure_song_embedding(embedding_uri, args.catalog)
-    print(f"embedding at {embedding_uri}: validation MSE {embedding.metrics['validation_mse']:.4f}")
-
-    _stage(f"3. kNN retrieval (top-{args.k}) and genre coherence")
-    quality = embedding_quality(embedding.latents, catalog, args.k)
-    print(
-        f"genre coherence: latent {quality['genre_coherence_latent']:.3f}, raw features "
-        f"{quality['genre_coherence_raw_features']:.3f}, chance {quality['chance']:.3f} "
-        f"({quality['latent_over_chance']:.2f}x chance)"
-    )
-    tracks = [track for track in DEMO_TRACKS if track in catalog.metadata.index]
-    tracks = tracks or list(catalog.track_ids[:3])
-    print_neighbours(embedding, catalog, tracks, args.k)
-
+def _log_to_trained_policy(
+    args: argparse.Namespace, data_root: str, run_id: str, embedding_uri: str
+) -> None:
+    """Stages 4-6 as the commands a user would type: simulate, offline-steps, train."""
     log_uri = storage.join(data_root, "logs", f"demo-{run_id}")
     steps_uri = storage.join(data_root, "offline", f"demo-{run_id}")
     registry_uri = storage.join(data_root, "registry")
@@ -153,6 +124,47 @@ def run_demo(args: argparse.Namespace) -> int:
         ]
     )
     _run_command(["models", "--registry", registry_uri])
+
+
+def _song_stages(args: argparse.Namespace, data_root: str) -> str:
+    """Stages 1-3: the catalog, the song embedding, kNN retrieval; returns the embedding URI."""
+    from rl.cli.embedding import embedding_quality, load_catalog_option, print_neighbours
+    from rl.songs.embedding import ensure_song_embedding
+
+    _stage("1. catalog")
+    catalog = load_catalog_option(args.catalog)
+    print(f"{len(catalog)} tracks from {args.catalog or paths.default_catalog_uri()}")
+
+    _stage("2. song embedding (VAE, 11 features -> 5-d latent)")
+    embedding_uri = storage.join(data_root, "embedding")
+    embedding = ensure_song_embedding(embedding_uri, args.catalog)
+    print(f"embedding at {embedding_uri}: validation MSE {embedding.metrics['validation_mse']:.4f}")
+
+    _stage(f"3. kNN retrieval (top-{args.k}) and genre coherence")
+    quality = embedding_quality(embedding.latents, catalog, args.k)
+    print(
+        f"genre coherence: latent {quality['genre_coherence_latent']:.3f}, raw features "
+        f"{quality['genre_coherence_raw_features']:.3f}, chance {quality['chance']:.3f} "
+        f"({quality['latent_over_chance']:.2f}x chance)"
+    )
+    tracks = [track for track in DEMO_TRACKS if track in catalog.metadata.index]
+    tracks = tracks or list(catalog.track_ids[:3])
+    print_neighbours(embedding, catalog, tracks, args.k)
+    return embedding_uri
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    data_root = args.data or paths.data_dir()
+    if not args.skip_serving:
+        # Serve reads its mode when Ray's processes start, and the first stages start Ray:
+        # the serving stage's fast path (direct ingress) must be in the environment by then.
+        from services.app import use_serve_fast_path
+
+        use_serve_fast_path()
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    embedding_uri = _song_stages(args, data_root)
+    _log_to_trained_policy(args, data_root, run_id, embedding_uri)
 
     if not args.skip_serving:
         _stage("7. Ray Serve: embedding, retrieval, scoring behind HTTP + gRPC; feedback")

@@ -31,6 +31,12 @@ from rl.cli.paths_check import (
 
 
 def register(subparsers: Any) -> None:
+    _add_simulate(subparsers)
+    _add_import_mssd(subparsers)
+    _add_propagate_rewards(subparsers)
+
+
+def _add_simulate(subparsers: Any) -> None:
     simulate = subparsers.add_parser(
         "simulate",
         help="simulate listeners and write a feedback log",
@@ -78,6 +84,8 @@ def register(subparsers: Any) -> None:
     )
     simulate.set_defaults(func=run_simulate)
 
+
+def _add_import_mssd(subparsers: Any) -> None:
     mssd = subparsers.add_parser(
         "import-mssd",
         help="import the real MSSD session rows into the log schema",
@@ -92,6 +100,8 @@ def register(subparsers: Any) -> None:
     mssd.add_argument("--mssd", default=None, help="MSSD CSV URI (default: the shared sample)")
     mssd.set_defaults(func=run_import_mssd)
 
+
+def _add_propagate_rewards(subparsers: Any) -> None:
     propagate = subparsers.add_parser(
         "propagate-rewards",
         help="evaluate K-means reward propagation on a log",
