@@ -9,26 +9,29 @@ call ``validate_deployment`` before ``ray up`` / ``serve deploy`` / ``ray job su
 
 Every problem is collected, then raised once as ``ConfigCheckError`` with one line per
 problem, so a bad config fails in seconds with everything wrong in it, not half-way into a
-20-minute cluster launch. ``fake_cluster_config`` derives, from the same cluster.yaml, the
-config for Ray's fake multi-node provider (same node type names, resources scaled down to
-one machine) that the local proof runs on. Pure Python: nothing here starts Ray.
+20-minute cluster launch. The storage probes are rl/cluster/storage_check.py; the fake
+multi-node config derived from the same cluster.yaml is rl/cluster/fake_config.py. Pure
+Python: nothing here starts Ray.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from rl import paths, storage
+from rl import storage
+from rl.cluster.storage_check import (
+    check_storage,
+    default_storage_uris,
+    storage_uris_in_serve_config,
+)
 
 HEAD_NODE_TYPE = "ray.head.default"
 """The head type name Ray's fake multi-node provider hard-codes; cluster.yaml uses it too so
@@ -354,95 +357,6 @@ def check_serve_config(
     return schema, problems
 
 
-# --- storage --------------------------------------------------------------------------------
-
-
-def check_storage_uri(uri: str, role: str, *, must_exist: bool, writable: bool) -> str | None:
-    """Probe a storage location; return a clear problem line, or None if it is usable.
-
-    ``must_exist``: the object/directory must already be there (the catalog);
-    ``writable``: a probe object is written and removed (logs, registry), which is what
-    proves an s3 bucket's credentials and permissions, not only that it resolves.
-    """
-    try:
-        fs, path = storage.resolve(uri)
-    except storage.StorageError as exc:
-        return f"{role} URI {uri!r}: {exc}"
-    try:
-        info = fs.get_file_info(path)
-    except Exception as exc:  # pyarrow raises OSError/ArrowInvalid with the network reason
-        return f"{role} URI {uri!r} is unreachable: {exc}"
-    from pyarrow.fs import FileType
-
-    if must_exist and info.type == FileType.NotFound:
-        return f"{role} URI {uri!r} does not exist"
-    if writable:
-        # A local probe creates the folders on its way; they are removed again, so that
-        # checking a configuration leaves no empty data folders behind.
-        created = _missing_local_folders(uri) if storage.is_local(uri) else []
-        probe = storage.join(uri, f".encore-probe-{uuid.uuid4().hex[:8]}")
-        try:
-            storage.write_bytes(probe, b"ok")
-            probe_fs, probe_path = storage.resolve(probe)
-            probe_fs.delete_file(probe_path)
-        except Exception as exc:
-            return f"{role} URI {uri!r} is not writable: {exc}"
-        finally:
-            for folder in created:  # deepest first
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)
-    return None
-
-
-def _missing_local_folders(uri: str) -> list[str]:
-    """The folders from ``uri`` up that do not exist yet, deepest first."""
-    missing = []
-    folder = os.path.abspath(uri)
-    while folder and not os.path.exists(folder):
-        missing.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return missing
-
-
-def default_storage_uris() -> dict[str, str]:
-    """The storage roles Encore needs and their default URIs (rl.paths, ENCORE_DATA)."""
-    return {
-        "catalog": paths.default_catalog_uri(),
-        "logs": paths.default_log_uri(),
-        "registry": paths.default_registry_uri(),
-    }
-
-
-def storage_uris_in_serve_config(config: Mapping[str, Any]) -> dict[str, str]:
-    """URIs an application's ``args`` name: keys ending in ``uri`` or named after a role."""
-    found = {}
-    for app in config.get("applications") or []:
-        for key, value in (app.get("args") or {}).items():
-            if isinstance(value, str) and (
-                key.endswith("uri") or key in ("catalog", "logs", "log", "registry")
-            ):
-                found[f"{app.get('name', 'default')}.{key}"] = value
-    return found
-
-
-_MUST_EXIST_ROLES = ("catalog", "embedding")
-
-
-def check_storage(uris: Mapping[str, str]) -> list[str]:
-    """Problems with each role -> URI; the catalog must exist, the rest must be writable."""
-    problems = []
-    for role, uri in uris.items():
-        leaf = role.rsplit(".", 1)[-1]
-        read_only = any(name in leaf for name in _MUST_EXIST_ROLES)
-        problem = check_storage_uri(uri, role, must_exist=read_only, writable=not read_only)
-        if problem:
-            problems.append(problem)
-    return problems
-
-
 # --- everything at once -------------------------------------------------------------------
 
 
@@ -486,96 +400,3 @@ def validate_deployment(
     if problems:
         raise ConfigCheckError(problems)
     return DeploymentCheck(cluster=cluster, applications=applications, storage=uris)
-
-
-# --- the fake multi-node config for the local proof ----------------------------------------
-
-
-@dataclass(frozen=True)
-class FakeScale:
-    """How cluster.yaml's node types shrink to fit one small machine."""
-
-    cpus: dict[str, int]
-    """Logical CPUs per fake node, by node type name (types not named: 1)."""
-    max_workers: dict[str, int]
-    """Cap on fake nodes per type (types not named: 1)."""
-    object_store_bytes: int = 150 * 1024**2
-    """Object store per fake node; small, since every node shares this machine's memory."""
-    idle_timeout_minutes: float = 0.5
-    """Short, so scale-down is seen within the proof."""
-
-    def __post_init__(self) -> None:
-        if any(c < 0 for c in self.cpus.values()):
-            raise ValueError(f"cpus must be >= 0, got {self.cpus}")
-        if any(m < 0 for m in self.max_workers.values()):
-            raise ValueError(f"max_workers must be >= 0, got {self.max_workers}")
-        if self.object_store_bytes < 75 * 1024**2:
-            raise ValueError(f"object_store_bytes must be >= 75 MiB, got {self.object_store_bytes}")
-        if self.idle_timeout_minutes <= 0:
-            raise ValueError(f"idle_timeout_minutes must be > 0, got {self.idle_timeout_minutes}")
-
-
-def fake_cluster_config(
-    cluster_config: Mapping[str, Any], scale: FakeScale, gcs_address: str
-) -> dict[str, Any]:
-    """The fake_multinode config with cluster.yaml's node types, scaled down by ``scale``.
-
-    Node type names, min_workers (capped by the scale) and the role split (serving vs
-    training) are kept; instance types, setup and start commands are dropped (every fake
-    node runs on this machine, in this virtual environment).
-    """
-    spec = validate_cluster_config(cluster_config)
-    if spec.head_node_type != HEAD_NODE_TYPE:
-        raise ConfigCheckError(
-            [
-                f"head_node_type must be {HEAD_NODE_TYPE!r} (the fake provider's), got {spec.head_node_type!r}"
-            ]
-        )
-    node_types: dict[str, Any] = {}
-    total_max = 0
-    for t in spec.node_types:
-        cpus = scale.cpus.get(t.name, 1)
-        entry: dict[str, Any] = {"resources": {"CPU": cpus}, "node_config": {}}
-        if t.is_head:
-            entry["max_workers"] = 0
-        else:
-            cap = min(t.max_workers, scale.max_workers.get(t.name, 1))
-            entry["resources"]["object_store_memory"] = scale.object_store_bytes
-            entry["min_workers"] = min(t.min_workers, cap)
-            entry["max_workers"] = cap
-            total_max += cap
-        # Custom resources (not CPU/GPU/memory) keep their meaning on the fake nodes.
-        for name, amount in t.resources.items():
-            if name not in ("CPU", "GPU", "memory", "object_store_memory"):
-                entry["resources"][name] = int(amount)
-        node_types[t.name] = entry
-    return {
-        "cluster_name": f"{spec.cluster_name}-fake",
-        "max_workers": total_max,
-        "upscaling_speed": 1.0,
-        "idle_timeout_minutes": scale.idle_timeout_minutes,
-        "provider": {
-            "type": "fake_multinode",
-            # Fake worker raylets join this GCS (default 127.0.0.1:6379, which may be another
-            # Ray on the machine).
-            "gcs_address": gcs_address,
-            "use_node_id_as_ip": True,
-            "disable_node_updaters": True,
-            "disable_launch_config_check": True,
-        },
-        "auth": {"ssh_user": "ubuntu"},
-        "docker": {},
-        "head_node_type": HEAD_NODE_TYPE,
-        "available_node_types": node_types,
-        "file_mounts": {},
-        "cluster_synced_files": [],
-        "file_mounts_sync_continuously": False,
-        "rsync_exclude": [],
-        "rsync_filter": [],
-        "initialization_commands": [],
-        "setup_commands": [],
-        "head_setup_commands": [],
-        "worker_setup_commands": [],
-        "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
-    }

@@ -37,7 +37,8 @@ from typing import Any
 
 import yaml
 
-from rl.cluster.config_check import HEAD_NODE_TYPE, FakeScale, fake_cluster_config
+from rl.cluster.config_check import HEAD_NODE_TYPE
+from rl.cluster.fake_config import FakeScale, fake_cluster_config
 
 MARKER_ENV = "ENCORE_PROOF_CLUSTER"
 """Set on ``ray start`` only; every process of the fake cluster (raylets, workers, Serve

@@ -185,7 +185,8 @@ class ProofRun:
             self.report.notes.append(f"{self.config.serve_config} not found: serving stage skipped")
 
     def make_cluster(self) -> FakeCluster:
-        from rl.cluster.config_check import FakeScale, load_yaml
+        from rl.cluster.config_check import load_yaml
+        from rl.cluster.fake_config import FakeScale
 
         return FakeCluster.from_cluster_config(
             load_yaml(self.config.cluster_yaml),

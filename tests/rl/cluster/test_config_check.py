@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from rl.cluster import config_check as cluster
-from rl.cluster.config_check import ConfigCheckError, FakeScale
+from rl.cluster import fake_config, storage_check
+from rl.cluster.config_check import ConfigCheckError
+from rl.cluster.fake_config import FakeScale
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CLUSTER_YAML = os.path.join(REPO, "cluster.yaml")
@@ -161,7 +163,7 @@ def test_storage_checks(tmp_path):
     catalog = tmp_path / "catalog.parquet"
     catalog.write_bytes(b"x")
     good = {"catalog": str(catalog), "registry": str(tmp_path / "registry")}
-    assert cluster.check_storage(good) == []
+    assert storage_check.check_storage(good) == []
     # The write probe leaves no trace: checking a config creates no empty data folders.
     assert not (tmp_path / "registry").exists()
 
@@ -169,7 +171,7 @@ def test_storage_checks(tmp_path):
     blocked.mkdir()
     blocked.chmod(0o500)
     try:
-        problems = cluster.check_storage(
+        problems = storage_check.check_storage(
             {
                 "catalog": str(tmp_path / "missing.parquet"),
                 "registry": str(blocked / "registry"),
@@ -188,7 +190,7 @@ def test_storage_checks(tmp_path):
 def test_unreachable_object_store_is_a_clear_error():
     # An S3 endpoint nobody listens on: the probe fails (after the SDK's retries, ~6 s).
     uri = "s3://encore-bucket/logs?endpoint_override=127.0.0.1:9&scheme=http"
-    problem = cluster.check_storage_uri(uri, "logs", must_exist=False, writable=True)
+    problem = storage_check.check_storage_uri(uri, "logs", must_exist=False, writable=True)
     assert problem is not None and "is unreachable" in problem and "127.0.0.1:9" in problem
 
 
@@ -228,7 +230,7 @@ def test_cli_validate_exit_codes(tmp_path, capsys, cluster_config):
 def test_fake_config_keeps_node_types_and_scales_down(cluster_config):
     scale = FakeScale(cpus={"ray.head.default": 0, "cpu_worker": 1, "train_worker": 2},
                       max_workers={"cpu_worker": 3, "train_worker": 1})  # fmt: skip
-    fake = cluster.fake_cluster_config(cluster_config, scale, "127.0.0.1:26379")
+    fake = fake_config.fake_cluster_config(cluster_config, scale, "127.0.0.1:26379")
     types = fake["available_node_types"]
     assert set(types) == set(cluster_config["available_node_types"])
     assert fake["provider"]["type"] == "fake_multinode"
