@@ -194,7 +194,11 @@ def _prepare(
     ms_played = plays["ms_played"].to_numpy(dtype=np.float64)[keep]
     compact = pd.DataFrame(
         {
-            "user_id": pseudonyms(file_format, plays["user_key"][keep]),
+            # MSSD has no users (a session stands for one; see _mssd_sessions): no pseudonym
+            # table, which would grow with every one of its millions of sessions.
+            "user_id": plays["user_key"].to_numpy(dtype=object)[keep]
+            if file_format == "mssd"
+            else pseudonyms(file_format, plays["user_key"][keep]),
             "timestamp": plays["timestamp"].to_numpy(np.int64)[keep],
             "track_id": match.track_id[keep],
             "in_catalog": match.in_catalog[keep],
@@ -252,15 +256,18 @@ def _to_table(plays: pd.DataFrame, day_zero: int) -> pa.Table:
                 np.where(np.isnan(ms), 0, ms).astype(np.int64), mask=np.isnan(ms)
             ),
             "streamed": plays["streamed"].to_numpy(bool),
-            "skipped": pa.array(list(plays["skipped"]), type=pa.bool_(), from_pandas=True),
-            "shuffle": pa.array(list(plays["shuffle"]), type=pa.bool_(), from_pandas=True),
-            "reason_start": pa.array(
-                list(plays["reason_start"]), type=pa.string(), from_pandas=True
-            ),
-            "reason_end": pa.array(list(plays["reason_end"]), type=pa.string(), from_pandas=True),
+            "skipped": _nullable(plays["skipped"], pa.bool_()),
+            "shuffle": _nullable(plays["shuffle"], pa.bool_()),
+            "reason_start": _nullable(plays["reason_start"], pa.string()),
+            "reason_end": _nullable(plays["reason_end"], pa.string()),
             "source": plays["source"].to_numpy(dtype=object).astype(str),
         }
     )
+
+
+def _nullable(values: pd.Series, value_type: pa.DataType) -> pa.Array:
+    """An object column with None/NaN for missing values as a typed arrow array."""
+    return pa.array(values.to_numpy(dtype=object), type=value_type, from_pandas=True)
 
 
 def _write(writer: FeedbackLogWriter, plays: pd.DataFrame, day_zero: int, rows: int) -> None:
@@ -339,7 +346,7 @@ def import_history(
     tally, written, pseudonyms = ImportTally(), _Written(), _Pseudonyms()
     total_bytes = sum(os.path.getsize(path) for path in paths)
     with (
-        FeedbackLogWriter(target) as writer,
+        FeedbackLogWriter(target, flush_rows=config.write_rows) as writer,
         tqdm(
             total=total_bytes, unit="B", unit_scale=True, desc="importing", disable=not progress
         ) as bar,

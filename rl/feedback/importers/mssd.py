@@ -185,7 +185,7 @@ def first_mssd_day(path: str) -> int:
     return int((first - pd.Timestamp("1970-01-01")).days)
 
 
-def read_mssd_plays(path: str, chunk_rows: int = MSSD_CHUNK_ROWS) -> Iterator[ParsedChunk]:
+def read_mssd_plays(path: str, chunk_rows: int | None = None) -> Iterator[ParsedChunk]:
     """MSSD rows as parsed plays, a chunk at a time (never the whole file in memory).
 
     Each chunk ends at a session boundary: a session cut by the chunk's end is carried
@@ -195,6 +195,7 @@ def read_mssd_plays(path: str, chunk_rows: int = MSSD_CHUNK_ROWS) -> Iterator[Pa
     the time is the date + hour_of_day, positions 210 s apart (MSSD gives the hour only).
     """
     name = os.path.basename(path)
+    chunk_rows = chunk_rows or MSSD_CHUNK_ROWS
     carry: pd.DataFrame | None = None
     first_row = 0
     with open(path, "rb") as handle:
