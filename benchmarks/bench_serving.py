@@ -2,16 +2,22 @@
 
 What it does: starts the Serve app (services/app.py) on a local 2-CPU Ray, and the same
 models in one uvicorn process (services/inprocess.py, the baseline), then drives
-``/v1/recommend`` on loopback at concurrency 1, 8 and 32, each for a bounded time and
+``/v1/recommend`` on loopback at concurrency 1, 8, 32 and 256, each for a bounded time and
 count, over the Ingress replica's own ports (direct ingress, the default: "direct http",
 "direct grpc") and through Serve's proxies ("proxy http", "proxy grpc"), and prints
 p50/p99 latency and throughput side by side with the Serve/baseline ratio, and the CPU milliseconds each server process (proxy, each deployment, or the
 baseline) and the load generator itself spent per request (from /proc: steadier than
 throughput on a shared machine). Last, the hot-swap under steady load: two registry versions are promoted while
-requests flow; it prints failed requests and the longest gap between responses.
+requests flow; it prints failed requests and the longest gap between responses. Then the
+app on a shared Redis user store (a redis-server it starts) with 1 and 2 Ingress replicas
+("redis 1x/2x http", load spread over the replicas' ports), and kill -9 drills on the
+2-replica app: one Ingress replica, then one Scorer replica, killed under load
+(services/failure_drill.py: error rate, recovery time, acknowledged feedback lost). The
+"shed" column counts 503s (load shedding past ``shed_queue_length``, e.g. at 256).
 
 Run: ``.venv/bin/python benchmarks/bench_serving.py [--seconds 6] [--max-requests 4000]``
-(``--proxy-only`` for Serve without direct ingress). The HTTP load generator is
+(``--proxy-only`` for Serve without direct ingress; ``--ingress-replicas`` (none) and
+``--skip-kill`` to leave the shared-store runs out). The HTTP load generator is
 benchmarks/loadgen.py (keep-alive, ~0.1 ms of CPU per request).
 Expect a few minutes. Targets (issue 5): Serve >= 0.5x the baseline's throughput at
 concurrency 32 with p99 < 100 ms on 2 cores; zero failures and no gap > 1 s in a swap.
@@ -96,11 +102,15 @@ def measured(load: Any, select: Callable[[int, str], str | None]) -> dict:
     return result
 
 
-def summarise(latencies: list[float], elapsed: float, failures: int) -> dict[str, float]:
+def summarise(
+    latencies: list[float], elapsed: float, failures: int, shed: int = 0
+) -> dict[str, float]:
+    """``failures`` counts every non-200 answer; ``shed`` the 503s among them (load shedding)."""
     values = np.asarray(latencies) * 1000.0
     return {
         "requests": len(values),
-        "failures": failures,
+        "failures": failures - shed,
+        "shed": shed,
         "throughput": len(values) / elapsed if elapsed > 0 else 0.0,
         "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
         "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
@@ -108,7 +118,7 @@ def summarise(latencies: list[float], elapsed: float, failures: int) -> dict[str
 
 
 async def http_load(
-    url: str, tracks: list[str], concurrency: int, seconds: float, max_requests: int
+    url: str | list[str], tracks: list[str], concurrency: int, seconds: float, max_requests: int
 ) -> dict:
     """Closed-loop clients on keep-alive connections (benchmarks/loadgen.py: ~0.1 ms of
     client CPU per request, so the 2 cores go to the servers being measured)."""
@@ -121,12 +131,12 @@ async def http_load(
         }
 
     started = time.perf_counter()
-    latencies, failures, reasons = await closed_loop_http(
+    latencies, failures, reasons, shed = await closed_loop_http(
         url, "/v1/recommend", body, concurrency, started + seconds, max_requests, time.perf_counter
     )
     for reason in reasons:
         print(f"HTTP failure: {reason}", file=sys.stderr)
-    return summarise(latencies, time.perf_counter() - started, failures)
+    return summarise(latencies, time.perf_counter() - started, failures, shed)
 
 
 async def grpc_load(
@@ -276,7 +286,15 @@ def main() -> int:
     parser.add_argument(
         "--max-requests", type=int, default=4000, help="request cap of each load run"
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 256])
+    parser.add_argument(
+        "--ingress-replicas",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="Ingress replica counts measured with the shared Redis store (none: skip)",
+    )
+    parser.add_argument("--skip-kill", action="store_true", help="skip the kill -9 drills")
     parser.add_argument(
         "--data", default=None, help="data root holding the embedding (default ./data)"
     )
@@ -364,23 +382,75 @@ def main() -> int:
                 work,
                 seconds=9.0,
             )
+        drills = shared_store_runs(args, settings, tracks, results, work)
     finally:
         serve.shutdown()
         ray.shutdown()
 
+    print_table(args, results, swap, drills)
+    return 0
+
+
+def shared_store_runs(
+    args: argparse.Namespace, settings: dict, tracks: list[str], results: dict, work: str
+) -> list[dict]:
+    """The app on a shared Redis store with 1 and 2 Ingress replicas (direct HTTP, load
+    spread over the replicas' ports), then kill -9 drills on the last one."""
+    from services.app import direct_ingress_urls, start_app
+    from services.failure_drill import check_durability, kill_under_load
+    from services.redis_server import start_redis_server
+
+    if not args.ingress_replicas:
+        return []
+    redis = start_redis_server(f"{work}/redis")
+    drills: list[dict] = []
+    try:
+        for n in args.ingress_replicas:
+            config = {
+                **settings, "user_store": redis.url, "user_store_namespace": f"bench-{n}",
+                "ingress_min_replicas": n, "ingress_max_replicas": n,
+                "scorer_min_replicas": 2 if n > 1 else 1, "log_uri": f"{work}/log-{n}",
+            }  # fmt: skip
+            start_app(config, http_port=free_port(), grpc_port=free_port())
+            deadline = time.monotonic() + 180
+            while len(direct_ingress_urls()["http"]) < n and time.monotonic() < deadline:
+                time.sleep(1)
+            urls = direct_ingress_urls()["http"]
+            warm_up(urls[0], tracks)
+            for concurrency in args.concurrency:
+                results.setdefault(f"redis {n}x http", {})[concurrency] = measured(
+                    http_load(urls, tracks, concurrency, args.seconds, args.max_requests),
+                    serve_process,
+                )
+        if not args.skip_kill and args.ingress_replicas[-1] > 1:
+            for victim in ("Ingress", "Scorer"):
+                outcome = kill_under_load(tracks, victim, seconds=15.0, kill_after_s=4.0)
+                outcome["durability"] = check_durability(outcome, config["log_uri"])
+                outcome.pop("acked")
+                drills.append(outcome)
+    finally:
+        redis.stop()
+    return drills
+
+
+def print_table(
+    args: argparse.Namespace, results: dict, swap: dict | None, drills: list[dict]
+) -> None:
     print(
         f"\n/v1/recommend on loopback, {os.cpu_count()} cores, {args.seconds:.0f} s per run (cap {args.max_requests} requests)"
     )
     print(
-        f"{'system':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} {'x baseline':>10} {'client':>6}  server CPU ms/request"
+        f"{'system':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5} {'shed':>5} {'x baseline':>10} {'client':>6}  server CPU ms/request"
     )
     for concurrency in args.concurrency:
         base = results["baseline http"][concurrency]["throughput"]
         for system, by_concurrency in results.items():
+            if concurrency not in by_concurrency:
+                continue
             row = by_concurrency[concurrency]
             ratio = row["throughput"] / base if base else float("nan")
             print(
-                f"{system:<14} {concurrency:>4} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['failures']:>5} {ratio:>10.2f} {row['client_cpu_ms']:>6.2f}"
+                f"{system:<14} {concurrency:>4} {row['throughput']:>8.0f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['failures']:>5} {row.get('shed', 0):>5} {ratio:>10.2f} {row['client_cpu_ms']:>6.2f}"
                 f"  {row['cpu_ms_total']:.2f} {row['cpu_ms']}"
             )
     if swap is not None:
@@ -389,15 +459,25 @@ def main() -> int:
             f"{swap['failures']} failed, longest gap between responses {swap['max_gap_s']:.3f} s, "
             f"promote -> served in {swap['promote_to_served_s']} s, versions {swap['versions_seen']}"
         )
+    for drill in drills:
+        durability = drill["durability"]
+        print(
+            f"kill -9 one {drill['victim']} replica of {drill['replicas']} under load (8 clients, 15 s): "
+            f"{drill['requests']} requests, {drill['errors']} errors ({drill['error_rate']:.2%}), "
+            f"recovery {drill.get('recovery_s')} s, longest gap {drill['max_gap_s']} s; "
+            f"acknowledged feedback {durability['acked']}, lost {durability['lost']}, "
+            f"duplicated {durability['duplicated']}, listeners short of listens "
+            f"{len(durability['users_missing_listens'])}"
+        )
     print(
         json.dumps(
             {
                 "results": {s: {str(c): r for c, r in v.items()} for s, v in results.items()},
                 "swap": swap,
+                "kill_drills": drills,
             }
         )
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -100,24 +100,27 @@ class KeepAliveConnection:
 
 
 async def closed_loop_http(
-    url: str,
+    url: str | Sequence[str],
     path: str,
     bodies: Callable[[int, int], object],
     concurrency: int,
     deadline: float,
     max_requests: int,
     clock: Callable[[], float],
-) -> tuple[list[float], int, list[str]]:
+) -> tuple[list[float], int, list[str], int]:
     """``concurrency`` workers, each on its own connection, POST ``bodies(worker, i)`` until
     ``deadline`` (by ``clock``) or ``max_requests`` in all. Returns (latencies of 200
-    answers in seconds, failures, the first few failure reasons)."""
+    answers in seconds, failures, the first few failure reasons, how many of the failures
+    were 503s: load shed, the client backs off 50 ms). ``url`` may be a list: worker w uses
+    ``url[w % len(url)]`` (several Ingress replicas, each on its own port)."""
     latencies: list[float] = []
     reasons: list[str] = []
-    failures = 0
+    failures = shed = 0
+    urls = [url] if isinstance(url, str) else list(url)
 
     async def worker(worker_id: int) -> None:
-        nonlocal failures
-        connection = KeepAliveConnection(url)
+        nonlocal failures, shed
+        connection = KeepAliveConnection(urls[worker_id % len(urls)])
         i = 0
         try:
             while clock() < deadline and len(latencies) + failures < max_requests:
@@ -132,13 +135,16 @@ async def closed_loop_http(
                     latencies.append(clock() - started)
                 else:
                     failures += 1
-                    if len(reasons) < 3:
+                    shed += status == 503
+                    if len(reasons) < 3 and status != 503:
                         reasons.append(f"{status}: {body[:200]!r}")
+                    if status == 503:
+                        await asyncio.sleep(0.05)  # Retry-After, shortened for the benchmark
         finally:
             await connection.close()
 
     await asyncio.gather(*[worker(w) for w in range(concurrency)])
-    return latencies, failures, reasons
+    return latencies, failures, reasons, shed
 
 
 def run(coroutine: object) -> object:

@@ -79,6 +79,13 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             "target_ongoing_requests": 64,
         }
     )
+    scorer = scorer.options(
+        autoscaling_config={
+            "min_replicas": validated.scorer_min_replicas,
+            "max_replicas": max(2, validated.scorer_min_replicas),
+            "target_ongoing_requests": 8,
+        }
+    )
     return ingress.bind(embedder.bind(config), retriever.bind(config), scorer.bind(config), config)
 
 

@@ -75,6 +75,9 @@ class ServiceConfig:
     ingress_max_replicas: int = 1
     """Most Ingress replicas Serve may scale to. > 1 needs a shared ``user_store``: feedback
     may reach a replica other than the one that made its decision."""
+    scorer_min_replicas: int = 1
+    """Fewest Scorer replicas (at most 2 on 2 cores by default); 2 keeps answering while
+    one replica is lost. >= 1."""
     shed_queue_length: int = 128
     """Recommendations one Ingress replica holds at once; past it a new one is answered at
     once with 503 + Retry-After (gRPC: RESOURCE_EXHAUSTED) instead of queueing into
@@ -165,6 +168,8 @@ class ServiceConfig:
                 "(redis://...): with the in-process store, feedback reaching another replica "
                 "would not find its decision"
             )
+        if self.scorer_min_replicas < 1:
+            raise ValueError(f"scorer_min_replicas must be >= 1, got {self.scorer_min_replicas}")
         if self.shed_queue_length < 0:
             raise ValueError(f"shed_queue_length must be >= 0, got {self.shed_queue_length}")
         if not self.pending_ttl_s > 0:

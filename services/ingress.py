@@ -38,7 +38,9 @@ from services.proto import encore_pb2
 from services.proto_convert import feedback_from_proto, recommend_from_proto, recommend_to_proto
 from services.room import room
 from services.schemas import (
+    ERROR_RESPONSES,
     MAX_BODY_BYTES,
+    ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
@@ -62,6 +64,18 @@ _REPLICA: dict[str, InFlight] = {}
 api.add_middleware(ShedOverload, get_in_flight=lambda: _REPLICA.get("in_flight"))
 install_error_handlers(api)
 api.include_router(room)  # the listening room at / and its catalog search (services/room.py)
+
+
+def document_served_k(app: FastAPI, k: int) -> None:
+    """The OpenAPI schema states the served policy's k as ``k``'s maximum (the request
+    model allows up to ``MAX_K`` for any policy; this replica refuses more than its own)."""
+    app.openapi_schema = None
+    schema = app.openapi()
+    request = schema["components"]["schemas"]["RecommendRequest"]["properties"]["k"]
+    request["maximum"] = k
+    request["description"] = f"candidates to rank, at most the served policy's k = {k}"
+    if request.get("default", 1) > k:
+        request["default"] = k
 
 
 @serve.deployment(
@@ -93,6 +107,7 @@ class Ingress:
         self.pipeline.observer = self.metrics
         self.in_flight = InFlight(self.config.shed_queue_length, self.metrics.shed_request)
         _REPLICA["in_flight"] = self.in_flight
+        document_served_k(api, self.config.k)
         for batched, wait_s in (
             (self._recommend_batched, self.config.batch_wait_s),
             (self._recommend_batched_grpc, self.config.grpc_batch_wait_s),
@@ -135,7 +150,10 @@ class Ingress:
     @api.post(
         "/v1/recommend",
         response_model=RecommendResponse,
-        responses={404: {}, 413: {}, 422: {}, 503: {"description": "overloaded; see Retry-After"}},
+        responses={
+            **ERROR_RESPONSES,
+            503: {"model": ErrorResponse, "description": "overloaded; retry after Retry-After"},
+        },
     )
     async def recommend(self, body: RecommendRequest) -> Response:
         """Rank the kNN candidates of the song playing and pick the next one."""
@@ -145,7 +163,12 @@ class Ingress:
         return Response(response.model_dump_json(), media_type="application/json")
 
     @api.post(
-        "/v1/feedback", response_model=FeedbackResponse, responses={404: {}, 413: {}, 422: {}}
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        responses={
+            **ERROR_RESPONSES,
+            409: {"model": ErrorResponse, "description": "the track is not the request's pick"},
+        },
     )
     async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
         """Log how the user responded to a recommendation (durable once acknowledged)."""
@@ -163,7 +186,11 @@ class Ingress:
             user_store=store,
         )
 
-    @api.get("/v1/users/{user_id}", response_model=UserResponse, responses={404: {}})
+    @api.get(
+        "/v1/users/{user_id}",
+        response_model=UserResponse,
+        responses={404: {"model": ErrorResponse, "description": "unknown listener"}},
+    )
     async def user(self, user_id: str) -> UserResponse:
         """The listener's state as the service sees it: taste, relationships, recent decisions."""
         return await user_view(self.pipeline, user_id)
@@ -173,7 +200,18 @@ class Ingress:
         """The version each answering Scorer replica serves, the registry, and refusals."""
         return await self.admin.models()
 
-    @api.post("/v1/admin/promote", responses={401: {}, 403: {}, 409: {}})
+    @api.post(
+        "/v1/admin/promote",
+        responses={
+            status: {"model": ErrorResponse, "description": description}
+            for status, description in (
+                (401, "missing or wrong admin token"),
+                (403, "admin endpoints are off"),
+                (409, "the version was refused"),
+                (422, "invalid body"),
+            )
+        },
+    )
     async def promote(
         self, body: PromoteRequest, authorization: str | None = Header(default=None)
     ) -> JSONResponse:

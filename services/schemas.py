@@ -8,7 +8,7 @@ validation. Limits that are not per-field (body size, the policy's k) live here 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,7 +52,17 @@ class TrackFeatures(BaseModel):
 class RecommendRequest(BaseModel):
     """What to recommend next for a user: from the song playing (by id or by features)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # "Exactly one of track_id or features" (the validator below), stated in the JSON
+    # schema too, so the OpenAPI contract refuses what the service refuses.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["track_id"], "properties": {"track_id": {"type": "string"}}},
+                {"required": ["features"], "properties": {"features": {"type": "object"}}},
+            ]
+        },
+    )
 
     user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="who is listening")
     track_id: str | None = Field(
@@ -147,6 +157,32 @@ class PromoteRequest(BaseModel):
 
     version: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     wait_s: float = Field(default=10.0, ge=0.0, le=120.0, description="wait for replicas to swap")
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal (services/errors.py): what is wrong, and the field at fault."""
+
+    detail: str
+    field: str | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description="every invalid field (validation failures only)"
+    )
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (404, "unknown track, request id or user"),
+        (413, "body over 64 KiB"),
+        (422, "invalid input (not JSON, not UTF-8, a field out of range), naming the field"),
+    )
+}
+"""The refusals every data route documents (OpenAPI), in the shape they are answered in."""
 
 
 class HealthResponse(BaseModel):

@@ -31,6 +31,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="stop after this long (default: until Ctrl-C)",
     )
+    serve_parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="keep listeners' state in a redis-server started here (under <data>/serving/redis), "
+        "shared by --ingress-replicas Ingress replicas (default: in-process, one replica)",
+    )
+    serve_parser.add_argument(
+        "--ingress-replicas", type=int, default=2, help="Ingress replicas with --redis (default 2)"
+    )
+    serve_parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="Ray's Prometheus metrics port (default 8080)",
+    )
     serve_parser.set_defaults(func=run_serve)
 
     demo_parser = subparsers.add_parser(
@@ -64,9 +79,23 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = {"data_root": args.data or paths.data_dir(), "k": args.k}
     if args.catalog:
         settings["catalog_uri"] = args.catalog
+    redis = None
+    if args.redis:
+        from services.redis_server import start_redis_server
+
+        redis = start_redis_server(f"{settings['data_root']}/serving/redis")
+        replicas = max(1, args.ingress_replicas)
+        settings.update(
+            user_store=redis.url, ingress_min_replicas=replicas, ingress_max_replicas=replicas
+        )
     config = ServiceConfig.from_args(settings)
     use_serve_fast_path()  # direct ingress; RAY_SERVE_THROUGHPUT_OPTIMIZED=0 turns it off
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        include_dashboard=False,
+        _metrics_export_port=args.metrics_port,
+    )
     try:
         urls = start_app(config, http_port=args.http_port, grpc_port=args.grpc_port)
         print(f"HTTP  {urls['http']}/v1/recommend  (OpenAPI docs: {urls['docs']})")
@@ -77,6 +106,11 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"gRPC {urls.get('grpc_direct')}"
             )
         print(f"feedback log: {config.log_uri}   registry: {config.registry_uri}")
+        print(f"user state: {config.user_store} ({config.ingress_max_replicas} Ingress replica(s))")
+        print(
+            f"metrics (Prometheus): http://127.0.0.1:{args.metrics_port}/metrics  "
+            "(ray_encore_*; Grafana dashboard: services/grafana_dashboard.json)"
+        )
         print("Ctrl-C to stop", flush=True)
         deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds
         while deadline is None or time.monotonic() < deadline:
@@ -86,6 +120,8 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if redis is not None:
+            redis.stop()
     return 0
 
 

@@ -72,6 +72,13 @@ class InvalidInputError(ServiceError):
     status = 422
 
 
+class ConflictError(ServiceError):
+    """Well-formed, but at odds with the service's state (e.g. feedback for a track that
+    was not the request's pick)."""
+
+    status = 409
+
+
 @dataclass(frozen=True)
 class _Candidates:
     """One request's retrieved candidates and their observation parts."""
@@ -320,7 +327,7 @@ class RecommendationPipeline:
         chosen_track = decision.candidate_track_ids[decision.chosen_index]
         if request.track_id != chosen_track:
             await self.store.give_back(decision)  # a wrong track does not use up the request
-            raise InvalidInputError(
+            raise ConflictError(
                 "track_id",
                 f"track {request.track_id!r} is not the pick {chosen_track!r} of this request",
             )

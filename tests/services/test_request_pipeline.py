@@ -21,6 +21,7 @@ from rl.songs.retrieval import KnnIndex
 from services.assembly import assemble_pipeline, load_served_songs
 from services.config import ServiceConfig
 from services.core.request_pipeline import (
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     RecommendationPipeline,
@@ -222,7 +223,7 @@ def test_feedback_is_refused_for_the_wrong_track_and_accepted_once(pipeline, son
         )
         return asyncio.run(pipe.feedback(body))
 
-    with pytest.raises(InvalidInputError, match="is not the pick"):
+    with pytest.raises(ConflictError, match="is not the pick"):
         feedback(other)
     assert feedback(answer.chosen_track_id).accepted  # the refusal did not consume it
     with pytest.raises(NotFoundError, match="unknown request id"):
