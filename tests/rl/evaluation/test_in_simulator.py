@@ -79,3 +79,49 @@ def test_paired_comparison_runs_every_arm_on_the_same_users():
     assert again.reward_per_user_vs_logging.low == again.reward_per_user_vs_logging.high == 0.0
     assert by_arm["myopic"].reward_per_decision_vs_logging.low > 0
     assert by_arm[LOGGING_ARM].reward_per_decision_vs_logging is None
+
+
+def test_comparison_json_shape_and_minutes():
+    """``paired_comparison``: the issue's JSON shape, differences against two baselines,
+    minutes counted from recommended plays plus organic returns."""
+    import json
+
+    from rl.evaluation.in_simulator import METRICS, paired_comparison, run_population_outcomes
+
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(150, 3)).astype(np.float32)
+    config = SimulatorConfig()
+    corpus = build_corpus(latents, np.array([f"t{i}" for i in range(150)]), 4, config, rng)
+    layout = ObservationLayout(k=4, latent_dim=3)
+
+    def make(policy):
+        return Simulator(corpus, 200, policy, layout, config=config, seed=5)
+
+    policies = {
+        LOGGING_ARM: myopic(layout, corpus),
+        "greedy": MyopicListenPolicy(
+            ListenProbabilityModel(layout, corpus.latent_scale), temperature=1e-3, epsilon=0.0
+        ),
+        "uniform": uniform(layout, corpus),
+    }
+    result = paired_comparison(
+        policies, make, days=6, n_bootstrap=200, baselines=(LOGGING_ARM, "greedy")
+    )
+    result = json.loads(json.dumps(result))  # JSON-serialisable as written
+    assert set(result["arms"]) == set(policies)
+    for metrics in result["arms"].values():
+        assert set(metrics) == set(METRICS)
+        for cell in metrics.values():
+            assert cell["ci"][0] <= cell["mean"] <= cell["ci"][1]
+    assert set(result["differences"]["uniform"]) == {"vs_logging", "vs_greedy"}
+    assert set(result["differences"][LOGGING_ARM]) == {"vs_greedy"}
+    assert set(result["differences"]["greedy"]) == {"vs_logging"}
+    # Same seed, same policy: the population's totals repeat exactly; minutes include the
+    # organic returns the simulator books (more than the recommended plays alone).
+    first = run_population_outcomes(make(policies["greedy"]), 6)
+    second = run_population_outcomes(make(policies["greedy"]), 6)
+    np.testing.assert_array_equal(first["minutes"], second["minutes"])
+    simulator = make(policies["greedy"])
+    simulator.run(6)
+    assert simulator.summary.organic_minutes > 0
+    assert first["minutes"].sum() > simulator.summary.organic_minutes
