@@ -288,8 +288,6 @@ def run_propagate(args: argparse.Namespace) -> int:
             "--clusters, --per-cluster and --min-plays must be >= 1, --decay-rate >= 0"
         )
     require_log(args.log, "--log")
-    if args.shard_users < 0 or args.parallel < 1:
-        raise UsageError("--shard-users must be >= 0 and --parallel >= 1")
     if args.embedding:
         require_path(args.embedding, "--embedding", "train one: encore train-embedding --out DIR")
     embedding = ensure_song_embedding(args.embedding)
