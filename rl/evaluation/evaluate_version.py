@@ -24,7 +24,7 @@ from rl.evaluation.in_simulator import (
     difference_cell,
 )
 from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
-from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions
+from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions, resolve_layout
 from rl.registry import ModelRegistry, PolicyScorer, RegistryError
 
 
@@ -178,7 +178,13 @@ def evaluate_version(
     if version is None:
         raise RegistryError(f"no version given and no production version in {registry.uri}")
     entry = registry.verify(version)
-    layout = entry.observation_layout
+    # Held-out steps built without song features are read as such: a version with them
+    # adds its own table's features (PolicyScorer), as the Scorer does when serving.
+    layout = resolve_layout(data_uri, entry.observation_layout)
+    if layout.without_song_features() != entry.observation_layout.without_song_features():
+        raise ValueError(
+            f"the data's layout {layout.to_dict()} differs from the version's {entry.layout}"
+        )
     files = parquet_files(data_uri)
     logged = read_logged_decisions(files, layout)
 
@@ -196,16 +202,18 @@ def evaluate_version(
 
     scorer = PolicyScorer.from_registry(registry, version)
     probs = scorer.action_probabilities(logged.obs)
-    greedy = PolicyScorer(scorer.module, scorer.name, greedy=True).action_probabilities(logged.obs)
+    greedy_scorer = PolicyScorer(
+        scorer.module, scorer.name, greedy=True, song_features=scorer.song_features
+    )
+    greedy = greedy_scorer.action_probabilities(logged.obs)
     rows = [
         PolicyEstimates(f"{scorer.name} (sampled)", estimates(probs)),
         PolicyEstimates(f"{scorer.name} (greedy)", estimates(greedy)),
     ]
-    greedy_scorer = PolicyScorer(scorer.module, scorer.name, greedy=True)
     policies = {scorer.name: scorer, greedy_scorer.name: greedy_scorer}
     for algo in ("marwil", "bc"):
         latest = [v for v in registry.list_versions() if v.algo == algo and v.version != version]
-        if latest and latest[-1].observation_layout == layout:
+        if latest and latest[-1].observation_layout == entry.observation_layout:
             baseline = PolicyScorer.from_registry(registry, latest[-1].version)
             policies[baseline.name] = baseline
             rows.append(
