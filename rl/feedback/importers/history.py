@@ -36,6 +36,7 @@ import pyarrow as pa
 from rl import storage
 from rl.feedback.importers.matching import CatalogMatcher
 from rl.feedback.importers.parsing import ParsedChunk
+from rl.feedback.importers.spill import UserBuckets
 from rl.feedback.log import PLAYS_DIR, FeedbackLogWriter
 from rl.feedback.rows import organic_from_plays, play_table
 from rl.feedback.schema import Rejection
@@ -62,6 +63,9 @@ class ImportConfig:
     published figures count them; the summary reports how many there are either way."""
     write_rows: int = 200_000
     """Play rows per write (bounds the memory of one write)."""
+    user_buckets: int = 16
+    """Parsed plays are spilled to disk in this many buckets of users and sessionised a
+    bucket at a time, so memory holds one bucket, not the whole history. >= 1."""
 
     def __post_init__(self) -> None:
         if self.session_gap_s < 1:
@@ -70,6 +74,8 @@ class ImportConfig:
             raise ValueError("user_name must not be empty")
         if self.write_rows < 1:
             raise ValueError(f"write_rows must be >= 1, got {self.write_rows}")
+        if self.user_buckets < 1:
+            raise ValueError(f"user_buckets must be >= 1, got {self.user_buckets}")
 
 
 def detect_format(path: str) -> str:
@@ -359,33 +365,29 @@ def import_history(
             from rl.feedback.importers.mssd import first_mssd_day
 
             day_zero = min(first_mssd_day(path) for path in paths)
-        collected: list[pd.DataFrame] = []
-        for path, chosen in zip(paths, formats, strict=True):
-            tally.files += 1
-            done = 0
-            for chunk in read_file(path, chosen, config):
-                plays = _prepare(chunk, chosen, config, matcher, pseudonyms, tally, quarantine)
-                if chosen == "mssd":
-                    plays = _mssd_sessions(plays)
-                    if len(plays):
-                        written.add(plays, day_zero)
-                        _write(writer, plays, day_zero, config.write_rows)
-                else:
-                    collected.append(plays)
-                now = chunk.bytes_read or os.path.getsize(path)
-                bar.update(now - done)
-                done = now
-        if collected:
-            plays = cut_sessions(pd.concat(collected, ignore_index=True), config.session_gap_s)
-            duplicates = int(plays.duplicated(DUPLICATE_KEY).sum())
-            tally.duplicates += duplicates
-            if config.drop_duplicates and duplicates:
-                plays = _drop_duplicates(plays, config.session_gap_s)
-                assert tally.dropped is not None
-                tally.dropped["duplicate play"] += duplicates
-            day_zero = int(plays["timestamp"].min() // 86_400) if len(plays) else 0
-            written.add(plays, day_zero)
-            _write(writer, plays, day_zero, config.write_rows)
+        spill = UserBuckets(config.user_buckets)
+        try:
+            for path, chosen in zip(paths, formats, strict=True):
+                tally.files += 1
+                done = 0
+                for chunk in read_file(path, chosen, config):
+                    plays = _prepare(chunk, chosen, config, matcher, pseudonyms, tally, quarantine)
+                    if chosen == "mssd":
+                        plays = _mssd_sessions(plays)
+                        if len(plays):
+                            written.add(plays, day_zero)
+                            _write(writer, plays, day_zero, config.write_rows)
+                    else:
+                        spill.add(plays)
+                    now = chunk.bytes_read or os.path.getsize(path)
+                    bar.update(now - done)
+                    done = now
+            if spill.min_timestamp is not None:
+                day_zero = spill.min_timestamp // 86_400
+                for bucket in spill:
+                    _sessionise_and_write(bucket, day_zero, config, tally, written, writer)
+        finally:
+            spill.close()
     if target != log_uri:
         if os.path.isdir(log_uri):
             os.rmdir(log_uri)  # empty (checked above)
@@ -393,6 +395,26 @@ def import_history(
     summary = _summary(paths, formats, config, tally, written, writer, log_uri)
     storage.write_json(storage.join(log_uri, "import_summary.json"), summary)
     return summary
+
+
+def _sessionise_and_write(
+    plays: pd.DataFrame,
+    day_zero: int,
+    config: ImportConfig,
+    tally: ImportTally,
+    written: _Written,
+    writer: FeedbackLogWriter,
+) -> None:
+    """One bucket of users (all their plays): sessions, duplicates, then the log."""
+    plays = cut_sessions(plays, config.session_gap_s)
+    duplicates = int(plays.duplicated(DUPLICATE_KEY).sum())
+    tally.duplicates += duplicates
+    if config.drop_duplicates and duplicates:
+        plays = _drop_duplicates(plays, config.session_gap_s)
+        assert tally.dropped is not None
+        tally.dropped["duplicate play"] += duplicates
+    written.add(plays, day_zero)
+    _write(writer, plays, day_zero, config.write_rows)
 
 
 def _mssd_sessions(plays: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from rl.feedback.importers.parsing import (
     quarantine_records,
 )
 
-LINES_PER_CHUNK = 500_000
+LINES_PER_CHUNK = 200_000
 FIELDS_1K = ("user", "timestamp", "artist_mbid", "artist", "track_mbid", "title")
 FIELDS_1B = ("user", "artist_id", "album_id", "track_id", "timestamp")
 

@@ -29,7 +29,7 @@ from rl.feedback.importers.parsing import (
     quarantine_records,
 )
 
-LINES_PER_CHUNK = 200_000
+LINES_PER_CHUNK = 100_000
 
 
 def _listen_fields(line: str) -> tuple[dict[str, Any], str | None]:

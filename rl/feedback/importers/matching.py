@@ -125,17 +125,23 @@ class CatalogMatcher:
         Returns ``track_id`` None where a play has neither a Spotify id nor a usable
         artist + title (the importer quarantines those)."""
         n = len(spotify_ids)
-        ids = [spotify_id_of(value) for value in spotify_ids.to_numpy(dtype=object)]
-        keys = [
-            self._key(a, t)
-            for a, t in zip(
-                artists.to_numpy(dtype=object), titles.to_numpy(dtype=object), strict=True
-            )
-        ]
-        own = [None] * n if own_ids is None else list(own_ids.to_numpy(dtype=object))
-        track_id = np.empty(n, dtype=object)
-        by_id, by_name = np.zeros(n, bool), np.zeros(n, bool)
-        for row, (spotify_id, key, own_id) in enumerate(zip(ids, keys, own, strict=True)):
+        own = pd.Series([None] * n, dtype=object) if own_ids is None else own_ids
+        frame = pd.DataFrame(
+            {
+                "spotify": spotify_ids.to_numpy(dtype=object),
+                "artist": artists.to_numpy(dtype=object),
+                "title": titles.to_numpy(dtype=object),
+                "own": own.to_numpy(dtype=object),
+            }
+        )
+        # Match each distinct (id, artist, title, own id) once: histories repeat songs.
+        codes = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+        unique = frame.drop_duplicates().to_numpy(dtype=object)
+        track_id = np.empty(len(unique), dtype=object)
+        by_id, by_name = np.zeros(len(unique), bool), np.zeros(len(unique), bool)
+        for row, (raw_id, artist, title, own_id) in enumerate(unique):
+            spotify_id = spotify_id_of(raw_id)
+            key = None if spotify_id is not None else self._key(artist, title)
             if spotify_id is not None:
                 track_id[row], by_id[row] = spotify_id, spotify_id in self.catalog_ids
             elif key is not None and key in self.by_key:
@@ -146,4 +152,5 @@ class CatalogMatcher:
                 track_id[row] = "ext:" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
             else:
                 track_id[row] = None
+        track_id, by_id, by_name = track_id[codes], by_id[codes], by_name[codes]
         return MatchResult(track_id, by_id | by_name, by_id, by_name)

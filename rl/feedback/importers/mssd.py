@@ -169,7 +169,7 @@ def import_mssd(
 
 # -- streamed plays for `encore import-history --format mssd` ------------------------------
 #: Rows per pandas chunk of a full MSSD training file (~3.5 M rows, 1.6 GB each).
-MSSD_CHUNK_ROWS = 500_000
+MSSD_CHUNK_ROWS = 200_000
 
 
 def first_mssd_day(path: str) -> int:
