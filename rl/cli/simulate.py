@@ -82,6 +82,11 @@ def _add_simulate(subparsers: Any) -> None:
     simulate.add_argument(
         "--parallel", type=int, default=2, help="shards at a time with --shard-users (default 2)"
     )
+    config_options(
+        simulate, "rl.simulator.config:SimulatorConfig", attr="simulator_config",
+        title="simulated world (SimulatorConfig; unless --no-calibrate, the skip thresholds "
+        "are fitted to the real MSSD shares)",
+    )  # fmt: skip
     simulate.set_defaults(func=run_simulate)
 
 
@@ -135,7 +140,6 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     from rl.decision.observation import ObservationLayout
     from rl.feedback.log import FeedbackLogWriter
-    from rl.simulator.config import SimulatorConfig
     from rl.simulator.real_catalog import build_simulator, catalog_corpus, default_logging_policy
 
     if args.users < 1 or args.days < 1:
@@ -149,17 +153,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     require_writable(require_new_output(args.out, "--out"), "--out")
     args.k = args.layout.k
     started = time.perf_counter()
-    corpus = catalog_corpus(args.k, SimulatorConfig(), args.seed, embedding_uri=args.embedding)
+    world = args.simulator_config  # generated options (SimulatorConfig); defaults unchanged
+    corpus = catalog_corpus(args.k, world, args.seed, embedding_uri=args.embedding)
     layout = ObservationLayout(k=args.k, latent_dim=corpus.latent_dim)
     policy = default_logging_policy(layout, corpus, args.temperature, args.epsilon)
     if args.shard_users:  # the driver only calibrates the world; shards hold the users
         built = build_simulator(
-            1, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
-        )
+            1, args.k, args.seed, corpus=corpus, policy=policy, config=world,
+            calibrate=not args.no_calibrate,
+        )  # fmt: skip
         return _run_sharded(args, built, started)
     built = build_simulator(
-        args.users, args.k, args.seed, corpus=corpus, policy=policy, calibrate=not args.no_calibrate
-    )
+        args.users, args.k, args.seed, corpus=corpus, policy=policy, config=world,
+        calibrate=not args.no_calibrate,
+    )  # fmt: skip
     simulator = built.simulator
     # Written beside --out and moved into place with summary.json at the end: Ctrl-C or an
     # error leaves nothing at --out that `encore offline-steps` would take for a whole log.

@@ -53,6 +53,7 @@ def test_the_configs_the_cli_repeated_are_generated():
         ("offline-steps", "LongTermRewardConfig"),
         ("offline-steps", "ObservationLayout"),
         ("simulate", "ObservationLayout"),
+        ("simulate", "SimulatorConfig"),
         ("train-embedding", "VAEConfig"),
         ("cluster proof", "ProofConfig"),
     ]:
