@@ -403,6 +403,9 @@ class Simulator:
         record_streams(
             state, self.corpus, users, items, listened, response.minutes, self.day, self.betas
         )
+        # Follow the song from now: pinned before today's sessions can fill the library.
+        slots_now = library_slots(state, users, items[:, None])[:, 0]
+        state.library_pinned[users[slots_now >= 0], slots_now[slots_now >= 0]] = True
         followed = FollowedRecommendations(
             users=users,
             items=items,

@@ -293,12 +293,15 @@ def record_streams(
         chosen = free.argmax(axis=1)
         full = np.flatnonzero(~free.any(axis=1))
         if len(full):
-            # A full library forgets the song with the weakest long memory (never a pinned one).
+            # A full library forgets the song with the weakest long memory: never a pinned
+            # one, and a song streamed today only when every slot was (its day is not booked
+            # yet; with several sessions a day a heavy listener fills many slots a day).
             full_users = new_users[full]
             idle_days = (day - 1) - state.library_state_day[full_users]
             long_memory = (
                 state.library_state[full_users, :, -1] * _decay_table(betas, day + 1)[idle_days, -1]
             )
+            long_memory = long_memory + 1e6 * state.library_today[full_users]
             chosen[full] = np.where(state.library_pinned[full_users], np.inf, long_memory).argmin(
                 axis=1
             )
