@@ -90,6 +90,13 @@ def register(subparsers: Any) -> None:
     importer.add_argument(
         "--catalog", default=None, help="catalog URI (default: the shared catalog)"
     )
+    importer.add_argument(
+        "--user-buckets",
+        type=int,
+        default=defaults.user_buckets,
+        help="buckets of users spilled to disk and sessionised one at a time; more for "
+        "histories with many users (default %(default)s)",
+    )
     importer.set_defaults(func=run_import_history)
 
     stats = subparsers.add_parser(
@@ -118,13 +125,14 @@ def register(subparsers: Any) -> None:
 def run_import_history(args: argparse.Namespace) -> int:
     from rl.feedback.importers.history import ImportConfig, format_summary, import_history
 
-    config = ImportConfig(
-        session_gap_s=round(args.session_gap * 60),
-        user_name=args.user_name,
-        drop_incognito=args.drop_incognito,
-        drop_duplicates=args.drop_duplicates,
-    )
     try:
+        config = ImportConfig(
+            session_gap_s=round(args.session_gap * 60),
+            user_name=args.user_name,
+            drop_incognito=args.drop_incognito,
+            drop_duplicates=args.drop_duplicates,
+            user_buckets=args.user_buckets,
+        )
         summary = import_history(args.paths, args.out, args.format, config, args.catalog)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"import-history: {exc}") from exc
