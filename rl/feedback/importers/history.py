@@ -16,6 +16,9 @@ Decisions (documented in the README's "Real listening histories" section):
 - Sessions: a play starts a new session when more than ``session_gap_s`` (30 min)
   passed since the previous play's timestamp (as the shared history's figures are
   measured). Day 0 is the earliest UTC date in the import.
+- Scale: readers yield chunks; parsed plays are spilled to disk by user bucket
+  (spill.py) and sessionised one bucket at a time; MSSD chunks, whose sessions are whole,
+  go straight to the log.
 - A stream is a play of >= 30 s (sources without play time, i.e. scrobbles, only
   record streams); a skip is the source's own flag or derived as each reader documents.
 """
