@@ -147,9 +147,12 @@ def simulated(tmp_path_factory):
     rng = np.random.default_rng(0)
     latents = rng.standard_normal((300, 5)).astype(np.float32)
     track_ids = [f"s{i:04d}" for i in range(300)]
-    corpus = build_corpus(latents, track_ids, 4, SimulatorConfig(), rng)
+    # One short session per active day keeps the log (and the naive check below) as small
+    # as before the simulator's multi-session days (issue 12).
+    config = SimulatorConfig(session_length_mean=4.0, sessions_per_activity=0.0)
+    corpus = build_corpus(latents, track_ids, 4, config, rng)
     policy = MyopicListenPolicy(ListenProbabilityModel(layout, corpus.latent_scale))
-    simulator = Simulator(corpus, 120, policy, layout, seed=1)
+    simulator = Simulator(corpus, 120, policy, layout, config=config, seed=1)
     log = str(tmp_path_factory.mktemp("log"))
     with FeedbackLogWriter(log, k=4, n_betas=4) as writer:
         simulator.run(16, writer=writer)
