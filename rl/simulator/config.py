@@ -7,7 +7,7 @@ day unless said otherwise. Six parameters are fitted to real figures by
 which figure): skip_thresholds, mood_feedback, session_length_mean, session_length_shape,
 sessions_per_activity, stickiness_mean. The defaults come from that fit on the real
 catalog with the VAE latents under the myopic logging policy (1,500 users x 100 days, 4
-iterations). The others are assumptions without a real reference (the activity spread,
+iterations, then 3 more after a library fix: ``encore calibrate --fit --iterations 3``). The others are assumptions without a real reference (the activity spread,
 engagement and churn, the mood's persistence and start spread, quits after skip runs);
 none was tuned to make any policy look better.
 """
@@ -35,7 +35,7 @@ class SimulatorConfig:
     propagation by clustering can recover. >= 0."""
     popularity_weight: float = 0.4
     """Clickiness logit added per standard deviation of catalog popularity. Any sign."""
-    stickiness_mean: float = -2.77
+    stickiness_mean: float = -3.28
     """Mean per-song stickiness logit: the base daily log-odds of returning to a known song.
     Fitted to the shared history's mean return days after a discovery (1.76), on the
     simulated look-alikes of its listener (rl/simulator/targets.py)."""
@@ -97,7 +97,7 @@ class SimulatorConfig:
     """Utility gained per unit of long-memory relationship state (known songs play). >= 0."""
     weekend_utility: float = 0.1
     """Utility offset on weekends (context effect)."""
-    skip_thresholds: tuple[float, float, float] = field(default=(-0.856, -0.026, 0.981))
+    skip_thresholds: tuple[float, float, float] = field(default=(-0.816, 0.014, 1.025))
     """Utility cut points between immediate/early/late skip and played through (ordinal
     logit), increasing. Fitted to MSSD's skip shares (see module docstring); refitted per
     corpus and policy by ``build_simulator(calibrate=True)``."""
@@ -111,19 +111,19 @@ class SimulatorConfig:
     """A play counts as a stream (listened, c > 0) from this many seconds. >= 0."""
 
     # -- sessions ----------------------------------------------------------------------
-    session_length_mean: float = 13.6
+    session_length_mean: float = 14.1
     """Mean of the plays a session is planned to last (1 + Poisson(Gamma)), before quits
     after skips cut it short. Fitted to the shared history's mean session length (9.8 plays
     at 30-min gaps). >= 1."""
-    session_length_shape: float = 0.84
-    """Gamma shape of the planned session length: larger = less spread. Fitted to MSSD's
-    mean length of its 10-to-20-track sessions (16.2). > 0."""
+    session_length_shape: float = 1.03
+    """Gamma shape of the planned session length: larger = less spread. Fitted to the
+    history's mean length of sessions of >= 10 plays capped at 20 (15.2). > 0."""
     quit_logit: float = -4.5
     """Log-odds of quitting the session after a track before its planned end."""
     skip_run_end_weight: float = 0.4
     """Log-odds of quitting added per skip in the current run of skips (skip_2 and below,
     MSSD's "played briefly"): sessions end early after runs of skips. >= 0."""
-    sessions_per_activity: float = 2.11
+    sessions_per_activity: float = 2.14
     """Extra sessions on an active day ~ Poisson(this x base activity probability): daily
     listeners open several sessions a day. Fitted to the shared history (515 sessions on
     259 active days = 1.99 per active day for a 77%-active listener). >= 0."""
@@ -137,7 +137,7 @@ class SimulatorConfig:
     """Spread of the mood (a listen-utility offset, logits) a session starts in. >= 0."""
     mood_persistence: float = 0.75
     """Share of the mood carried to the next track. [0, 1)."""
-    mood_feedback: float = 0.49
+    mood_feedback: float = 0.48
     """Mood gained after a track played beyond skip_2 and lost after a skip_2-or-shorter
     skip: the pick repairs or worsens the mood, so skips come in runs. Fitted to MSSD's
     P(skip_2 | previous skip_2) - P(skip_2 | previous not). >= 0."""

@@ -412,7 +412,9 @@ class Simulator:
             day=self.day,
             window=window,
             known_before=known,
-            stream_probability=stream_probability(mean_utility, config).astype(np.float32),
+            stream_probability=stream_probability(
+                mean_utility, config, self.corpus.durations_s[items]
+            ).astype(np.float32),
             skip_level=np.where(alive, response.skip_level, -1).astype(np.int8),
             listened=listened,
             active_days=np.zeros(len(users), np.int32),
@@ -512,7 +514,7 @@ class Simulator:
             self.state, self.corpus, self.config, users, np.full(len(users), -1), items,
             relationship_long, self.day % 7 >= 5,
         )  # fmt: skip
-        return stream_probability(mean, self.config)
+        return stream_probability(mean, self.config, self.corpus.durations_s[items])
 
     # -- sparse per-user-per-song outcomes -----------------------------------------------
     def item_outcomes(self) -> pd.DataFrame:

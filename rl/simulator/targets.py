@@ -278,11 +278,11 @@ def target_table(
         Target("P(skip_2 | previous not)", mssd["skip_after_play"], mssd_source, 0.05, fitted=True),
         Target(
             "session mean, sessions of >= 10 plays capped at 20",
-            mssd["session_length_mean"], f"{mssd_source}, session_length", 1.5, fitted=True,
+            mssd["session_length_mean"], f"{mssd_source}, session_length", 1.5,
         ),  # fmt: skip
         Target(
             "session mean, sessions of >= 10 plays capped at 20 (history)",
-            history["long_session_mean"], history_source, 1.5,
+            history["long_session_mean"], history_source, 1.5, fitted=True,
         ),  # fmt: skip
         Target("plays per session, mean (30-min gaps)", history["session_mean"], history_source, 1.5, fitted=True),
         Target("plays per session, median (30-min gaps)", history["session_median"], history_source, 2.0),

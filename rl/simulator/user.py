@@ -217,10 +217,26 @@ def listen_utility_mean(
     ).astype(np.float32)
 
 
-def stream_probability(mean_utility: np.ndarray, config: SimulatorConfig) -> np.ndarray:
-    """P(at least a late skip) = P(utility > second threshold): the chance a recommendation
-    becomes a stream for any song longer than min_stream_seconds / listen_fraction_edges[1]."""
-    return 1.0 / (1.0 + np.exp(-(mean_utility - config.skip_thresholds[1])))
+def stream_probability(
+    mean_utility: np.ndarray, config: SimulatorConfig, durations_s: np.ndarray | None = None
+) -> np.ndarray:
+    """P(the recommendation becomes a stream of >= min_stream_seconds), no mood.
+
+    Without ``durations_s``: P(at least a late skip) = P(utility > second threshold), exact
+    for songs shorter than min_stream_seconds / listen_fraction_edges[1]. With the songs'
+    durations, skips that still last min_stream_seconds count too (the listen fraction is
+    uniform within each skip level's bin), so the probability is exact for any length."""
+    thresholds = np.asarray(config.skip_thresholds, np.float64)
+    above = 1.0 / (1.0 + np.exp(-(np.asarray(mean_utility, np.float64)[..., None] - thresholds)))
+    late_or_more = above[..., 1]
+    if durations_s is None:
+        return late_or_more
+    needed = config.min_stream_seconds / np.maximum(np.asarray(durations_s, np.float64), 1e-9)
+    lower = np.array([0.0, config.listen_fraction_edges[0]])
+    upper = np.array([config.listen_fraction_edges[0], config.listen_fraction_edges[1]])
+    share = np.clip((upper - needed[..., None]) / (upper - lower), 0.0, 1.0)  # (..., 2)
+    level_probability = np.stack([1.0 - above[..., 0], above[..., 0] - above[..., 1]], axis=-1)
+    return late_or_more + (level_probability * share).sum(axis=-1)
 
 
 def next_response(
