@@ -196,7 +196,6 @@ def test_simulated_figures_match_a_naive_computation():
     assert figures["plays_per_active_day"] == pytest.approx(plays / len(active))
 
 
-@pytest.mark.slow  # ~1.1 M decisions: 1-3 min on 2 cores
 def test_every_calibration_target_within_tolerance(tmp_path, capsys):
     """``encore calibrate`` on the real catalog (default world, logging policy): every row
     with a real reference within its tolerance, on a population and seed the fit never saw."""
