@@ -75,8 +75,11 @@ def test_shelf_and_reports(runs, tmp_path) -> None:
     ):
         assert (tmp_path / "ab" / figure).stat().st_size > 1000
     rng = np.random.default_rng(0)
-    a = outcomes_from_banner(result["banner"], "control", 0.3, rng)
-    b = outcomes_from_banner(result["banner"], "personalised", 0.3, rng)
+    # Half of each arm as the auxiliary discovery set: in the calibrated world only ~1 in 10
+    # of this tiny population's control users streams the banner's song, and the estimator
+    # needs at least 2 discoveries.
+    a = outcomes_from_banner(result["banner"], "control", 0.5, rng)
+    b = outcomes_from_banner(result["banner"], "personalised", 0.5, rng)
     study = sample_size_study(a, b, [20, 50], seed=0)
     path = write_data_efficiency_report(
         study, str(tmp_path / "de"), "control", "personalised", {}, 0
