@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from rl.decision.observation import ObservationLayout
 
@@ -166,6 +165,8 @@ class CandidateRewardModel:
         self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray
     ) -> CandidateRewardModel:
         chosen = self.features(obs)[np.arange(len(actions)), actions]
+        from sklearn.linear_model import Ridge  # here: a second of import for every command
+
         self.regressor_ = Ridge(alpha=self.alpha).fit(chosen, rewards)
         return self
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from rl.training.module import DEFAULT_HIDDEN_SIZES
+# The actor-critic's default trunk; here, not in module.py, so that reading a config (the CLI
+# builds its options from it) does not import torch and RLlib.
+DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (128, 128)
 
 ALGORITHMS = ("offline-ppo", "marwil", "bc")
 

@@ -33,9 +33,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
 from rl.decision.observation import ObservationLayout
-
-DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (128, 128)
-"""The blog's reference actor-critic used two hidden layers of 128 units."""
+from rl.training.config import DEFAULT_HIDDEN_SIZES  # the blog's two layers of 128 units
 
 MASKED_LOGIT = -1e9
 """Logit of a padded candidate: exp underflows to exactly 0 probability, no NaN."""
