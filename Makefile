@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-slow lint bench clean
 
 install: $(STAMP)
-	# The shared user store's server (tests start their own on a free port; Debian's package).
-	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	# OS packages the tests drive for real (Debian's): the shared user store's server (tests
+	# start their own on a free port) and the browser of the listening room's test.
+	@command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +19,6 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build of 2.13.0 is what the project is tested with.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
-	# The listening room's browser test drives the OS's chromium (tests/services/test_room_browser.py).
-	command -v chromium || (apt-get update && apt-get install -y chromium chromium-driver)
 	touch $(STAMP)
 
 demo: install
