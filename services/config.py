@@ -118,8 +118,15 @@ class ServiceConfig:
     0 = production alone, 1 = the Q-scorer alone."""
     seed: int | None = None
     """Seed of the sampled picks (None: fresh entropy per replica)."""
+    exploration_epsilon: float = 0.05
+    """epsilon of the default ``explore`` mode: the policy's greedy pick with probability
+    1 - epsilon, else a uniformly random candidate; the exact propensity is logged. [0, 1]."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.exploration_epsilon <= 1.0:
+            raise ValueError(
+                f"exploration_epsilon must be in [0, 1], got {self.exploration_epsilon}"
+            )
         root = self.data_root
         defaults = {
             "embedding_uri": f"{root}/embedding",

@@ -39,7 +39,7 @@ class EncoreClient:
         features: Mapping[str, float] | None = None,
         k: int | None = None,
         exclude: Sequence[str] = (),
-        mode: str = "sample",
+        mode: str = "explore",
         session_id: str = "",
     ) -> Any:
         request = encore_pb2.RecommendRequest(

@@ -81,10 +81,11 @@ class RecommendRequest(BaseModel):
         max_length=MAX_EXCLUDE,
         description="track ids never to recommend (already played, blocked)",
     )
-    mode: Literal["greedy", "sample"] = Field(
-        default="sample",
-        description="`sample` draws the pick from the policy (exploration, the logged default); "
-        "`greedy` takes the most probable candidate",
+    mode: Literal["explore", "greedy", "sample"] = Field(
+        default="explore",
+        description="`explore` (the default) takes the policy's most probable candidate, or with "
+        "the service's small probability epsilon a uniformly random one, logging the exact "
+        "propensity; `greedy` always takes the most probable; `sample` draws from the policy",
     )
     session_id: str | None = Field(
         default=None, max_length=MAX_ID_LENGTH, description="listening session (default: user+day)"

@@ -40,7 +40,7 @@ from services.core.scoring import (
 from services.metrics import VersionGauge
 
 Payload = tuple[np.ndarray, list[str], list[str]]
-"""(B, size) observations, B modes ("greedy" | "sample"), B arms."""
+"""(B, size) observations, B modes ("explore" | "greedy" | "sample"), B arms."""
 
 
 def build_scoring_core(
@@ -71,7 +71,9 @@ def build_scoring_core(
         if wants_blend:
             blends["blend"] = BlendArm(fitted[f"q-{config.blend_variant}"], config.blend_weight)
     ArmAssignment(config.ab_arms)  # validated here too: a bad split fails at startup
-    core = ScoringCore(slot, extra, seed=config.seed, blend_arms=blends)
+    core = ScoringCore(
+        slot, extra, seed=config.seed, blend_arms=blends, epsilon=config.exploration_epsilon
+    )
     for arm in blends:
         check_policy(core.policy_for(arm).policy, layout)
     return core

@@ -305,6 +305,7 @@ class ScoringCore:
     extra_arms : arm name -> a fixed policy (the long-term Q-scorers).
     blend_arms : arm name -> a blend of whatever production serves with a Q-scorer.
     seed : of the sampled picks.
+    epsilon : exploration of the default ``explore`` mode.
     """
 
     def __init__(
@@ -313,11 +314,15 @@ class ScoringCore:
         extra_arms: Mapping[str, ServingPolicy] | None = None,
         seed: int | None = None,
         blend_arms: Mapping[str, BlendArm] | None = None,
+        epsilon: float = 0.05,
     ) -> None:
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
         self.slot = slot
         self.extra_arms = dict(extra_arms or {})
         self.blend_arms = dict(blend_arms or {})
         self.rng = np.random.default_rng(seed)
+        self.epsilon = float(epsilon)
 
     @property
     def arms(self) -> list[str]:
@@ -353,9 +358,30 @@ class ScoringCore:
                 values[row] = None if arm_values is None else float(arm_values[position])
         chosen = np.zeros(batch, np.int64)
         logp = np.zeros(batch, np.float32)
-        greedy = np.asarray(modes) == "greedy"
+        modes_array = np.asarray(modes)
+        greedy, sample = modes_array == "greedy", modes_array == "sample"
+        explore = ~(greedy | sample)  # "explore", the default
         if greedy.any():
             chosen[greedy], logp[greedy] = greedy_actions(probabilities[greedy])
-        if (~greedy).any():
-            chosen[~greedy], logp[~greedy] = sample_actions(probabilities[~greedy], self.rng)
+        if sample.any():
+            chosen[sample], logp[sample] = sample_actions(probabilities[sample], self.rng)
+        if explore.any():
+            # Drawn from the epsilon-greedy distribution, so the logged propensity is exact;
+            # the response still shows the policy's own probabilities.
+            explored = epsilon_greedy(probabilities[explore], self.epsilon)
+            chosen[explore], logp[explore] = sample_actions(explored, self.rng)
         return ScoredBatch(probabilities, values, chosen, logp, versions, policies)
+
+
+def epsilon_greedy(probabilities: np.ndarray, epsilon: float) -> np.ndarray:
+    """(B, K) policy probabilities -> (1 - epsilon) on the most probable candidate (ties
+    share it) + epsilon spread evenly over the valid candidates (probability > 0), as
+    ``rl.decision.policies.EpsilonGreedyPolicy`` does in the simulator."""
+    probabilities = np.asarray(probabilities, np.float64)
+    valid = probabilities > 0
+    valid |= ~valid.any(axis=1, keepdims=True)
+    masked = np.where(valid, probabilities, -np.inf)
+    top = valid & (masked >= masked.max(axis=1, keepdims=True))
+    return (1.0 - epsilon) * top / top.sum(axis=1, keepdims=True) + epsilon * valid / valid.sum(
+        axis=1, keepdims=True
+    )

@@ -199,7 +199,7 @@ function renderRecommendation(response) {
   $("up-next").hidden = false;
   $("pick").textContent = trackLabel(pick);
   const critic = response.value === null || response.value === undefined ? "no critic" : `critic V(state) ${fmt(response.value)}`;
-  $("answered-by").textContent = `answered by ${response.model_version} (${response.policy}), arm ${response.arm || "none"}, ${critic}, pick drawn ${response.mode === "greedy" ? "greedily" : "from the policy"}`;
+  $("answered-by").textContent = `answered by ${response.model_version} (${response.policy}), arm ${response.arm || "none"}, ${critic}, pick drawn ${{ greedy: "greedily", sample: "from the policy" }[response.mode] || "greedily with a little exploration"}`;
   $("ask-again").disabled = false;
   const list = $("recommendations");
   list.replaceChildren(

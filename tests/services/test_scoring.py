@@ -116,6 +116,30 @@ def test_sampled_picks_follow_the_policy(rng):
     np.testing.assert_allclose(frequencies, scored.probabilities[0], atol=0.03)
 
 
+def test_explore_mode_is_epsilon_greedy_with_exact_logged_propensities(rng):
+    """The served default: greedy with probability 1 - epsilon, else uniform over the valid
+    candidates; the logged propensity is that distribution's, not the policy's."""
+    epsilon = 0.2
+    core = ScoringCore(PolicySlot(LAYOUT, logging_policy()), seed=2, epsilon=epsilon)
+    obs = np.repeat(observations(2, rng), 6000, axis=0)  # row 0's kind has a padded slot
+    scored = core.score(obs, ["explore"] * len(obs), [""] * len(obs))
+    for kind, rows in ((0, slice(0, 6000)), (1, slice(6000, None))):
+        policy = scored.probabilities[rows][0]
+        valid = policy > 0
+        # Naive reference: build the epsilon-greedy distribution by hand.
+        expected = np.where(valid, epsilon / valid.sum(), 0.0)
+        expected[int(np.argmax(policy))] += 1.0 - epsilon
+        assert expected.sum() == pytest.approx(1.0)
+        chosen = scored.chosen[rows]
+        np.testing.assert_allclose(np.exp(scored.logp[rows]), expected[chosen], rtol=1e-6)
+        frequencies = np.bincount(chosen, minlength=LAYOUT.k) / len(chosen)
+        np.testing.assert_allclose(frequencies, expected, atol=0.02)
+        if kind == 0:
+            assert not (chosen == LAYOUT.k - 1).any()  # never the padded candidate
+    with pytest.raises(ValueError, match="epsilon"):
+        ScoringCore(PolicySlot(LAYOUT, logging_policy()), epsilon=1.5)
+
+
 # -- the blend arm ------------------------------------------------------------------------
 class FixedPolicy:
     """Returns the probabilities it holds for the observation's row id, stored in the
