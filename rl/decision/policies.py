@@ -242,12 +242,21 @@ class EpsilonGreedyPolicy:
 
     def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
         base = np.asarray(self.base.action_probabilities(obs), np.float64)
-        valid = base > 0
-        if self.layout is not None:
-            valid = candidate_mask(np.asarray(obs), self.layout)
-        valid = valid | ~valid.any(axis=1, keepdims=True)
-        masked = np.where(valid, base, -np.inf)
-        top = valid & (masked >= masked.max(axis=1, keepdims=True))
-        greedy = top / top.sum(axis=1, keepdims=True)
-        explore = valid / valid.sum(axis=1, keepdims=True)
-        return (1.0 - self.epsilon) * greedy + self.epsilon * explore
+        valid = None if self.layout is None else candidate_mask(np.asarray(obs), self.layout)
+        return epsilon_greedy(base, self.epsilon, valid)
+
+
+def epsilon_greedy(
+    probabilities: np.ndarray, epsilon: float, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """(B, K) policy probabilities -> (1 - epsilon) on the most probable valid candidate (ties
+    share it) + epsilon spread evenly over the valid candidates (default: probability > 0).
+    The simulator's ``EpsilonGreedyPolicy`` and the served ``explore`` mode both use it."""
+    probabilities = np.asarray(probabilities, np.float64)
+    valid = probabilities > 0 if valid is None else np.asarray(valid, bool)
+    valid = valid | ~valid.any(axis=1, keepdims=True)
+    masked = np.where(valid, probabilities, -np.inf)
+    top = valid & (masked >= masked.max(axis=1, keepdims=True))
+    greedy = top / top.sum(axis=1, keepdims=True)
+    explore = valid / valid.sum(axis=1, keepdims=True)
+    return (1.0 - epsilon) * greedy + epsilon * explore

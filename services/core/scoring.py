@@ -31,6 +31,7 @@ from rl.decision.observation import ObservationLayout
 from rl.decision.policies import (
     DecisionPolicy,
     candidate_mask,
+    epsilon_greedy,
     greedy_actions,
     masked_softmax,
     sample_actions,
@@ -371,17 +372,3 @@ class ScoringCore:
             explored = epsilon_greedy(probabilities[explore], self.epsilon)
             chosen[explore], logp[explore] = sample_actions(explored, self.rng)
         return ScoredBatch(probabilities, values, chosen, logp, versions, policies)
-
-
-def epsilon_greedy(probabilities: np.ndarray, epsilon: float) -> np.ndarray:
-    """(B, K) policy probabilities -> (1 - epsilon) on the most probable candidate (ties
-    share it) + epsilon spread evenly over the valid candidates (probability > 0), as
-    ``rl.decision.policies.EpsilonGreedyPolicy`` does in the simulator."""
-    probabilities = np.asarray(probabilities, np.float64)
-    valid = probabilities > 0
-    valid |= ~valid.any(axis=1, keepdims=True)
-    masked = np.where(valid, probabilities, -np.inf)
-    top = valid & (masked >= masked.max(axis=1, keepdims=True))
-    return (1.0 - epsilon) * top / top.sum(axis=1, keepdims=True) + epsilon * valid / valid.sum(
-        axis=1, keepdims=True
-    )
