@@ -57,15 +57,20 @@ import pyarrow.compute as pc
 
 SOURCES: tuple[str, ...] = ("simulator", "service", "mssd")
 
+# Who, in which session, and when: the leading columns of decision rows and of imported plays.
+_SESSION_FIELDS = [
+    pa.field("user_id", pa.string(), nullable=False),
+    pa.field("session_id", pa.string(), nullable=False),
+    pa.field("day", pa.int32(), nullable=False),
+    pa.field("position", pa.int32(), nullable=False),
+    pa.field("timestamp", pa.int64(), nullable=False),
+    pa.field("hour", pa.int8(), nullable=False),
+    pa.field("weekday", pa.int8(), nullable=False),
+]
+
 DECISION_SCHEMA = pa.schema(
     [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("session_id", pa.string(), nullable=False),
-        pa.field("day", pa.int32(), nullable=False),
-        pa.field("position", pa.int32(), nullable=False),
-        pa.field("timestamp", pa.int64(), nullable=False),
-        pa.field("hour", pa.int8(), nullable=False),
-        pa.field("weekday", pa.int8(), nullable=False),
+        *_SESSION_FIELDS,
         pa.field("current_track_id", pa.string(), nullable=False),
         pa.field("candidate_track_ids", pa.list_(pa.string()), nullable=False),
         pa.field("candidate_relationship", pa.list_(pa.float32()), nullable=False),
@@ -89,13 +94,7 @@ PLAY_SOURCES: tuple[str, ...] = ("spotify", "spotify-extended", "lastfm", "liste
 
 PLAY_SCHEMA = pa.schema(
     [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("session_id", pa.string(), nullable=False),
-        pa.field("day", pa.int32(), nullable=False),
-        pa.field("position", pa.int32(), nullable=False),
-        pa.field("timestamp", pa.int64(), nullable=False),
-        pa.field("hour", pa.int8(), nullable=False),
-        pa.field("weekday", pa.int8(), nullable=False),
+        *_SESSION_FIELDS,
         pa.field("track_id", pa.string(), nullable=False),
         pa.field("in_catalog", pa.bool_(), nullable=False),
         pa.field("ms_played", pa.int64(), nullable=True),

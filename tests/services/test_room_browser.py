@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,21 +27,12 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WAIT_S = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(small_embedding_uri, tmp_path_factory):
-    import ray
-    from ray import serve
-
     from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
-    from services.app import SERVE_FAST_PATH_ENV, start_app, use_serve_fast_path
-    from tests.services.conftest import register_module_version
+    from services.app import start_app
+    from tests.services.conftest import free_port, register_module_version, serve_on_local_ray
 
     work = tmp_path_factory.mktemp("room")
     registry = ModelRegistry(str(work / "registry"))
@@ -56,20 +46,9 @@ def served(small_embedding_uri, tmp_path_factory):
         "flush_interval_s": 0.5,
         "seed": 0,
     }
-    saved_env = {name: os.environ.get(name) for name in SERVE_FAST_PATH_ENV}
-    use_serve_fast_path()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        urls = start_app(config, http_port=_free_port(), grpc_port=_free_port())
+    with serve_on_local_ray(fast_path=True):
+        urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         yield {"url": urls["http_direct"], "registry": registry, "version": version}
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
