@@ -42,6 +42,7 @@ from rl.simulator.metrics import (
     organic_table,
 )
 from rl.simulator.recommender import (
+    SimulatorCandidatePool,
     SongFeatureSource,
     decide,
     observations_from_corpus,
@@ -133,8 +134,16 @@ class Simulator:
         policy_versions: Mapping[str, str] | None = None,
         song_features: SongFeatureSource | None = None,
         first_user_id: int = 0,
+        candidate_pool: SimulatorCandidatePool | None = None,
     ) -> None:
         self.layout = layout or ObservationLayout(latent_dim=corpus.latent_dim)
+        # None = today's pool (the song's kNN); a multi-source pool must fill the layout's k.
+        if candidate_pool is not None and candidate_pool.config.k != self.layout.k:
+            raise ValueError(
+                f"the candidate pool has k={candidate_pool.config.k}, the layout k={self.layout.k}"
+            )
+        self.candidate_pool = candidate_pool
+        song_k = self.layout.k if candidate_pool is None else candidate_pool.config.quota("song")
         if self.layout.song_feature_dim and song_features is None:
             raise ValueError("the layout has song features: pass song_features")
         self.song_features = song_features
@@ -142,9 +151,9 @@ class Simulator:
             raise ValueError(
                 f"layout.latent_dim={self.layout.latent_dim} but the corpus latents are {corpus.latent_dim}-d"
             )
-        if corpus.neighbours.shape[1] < min(self.layout.k, len(corpus) - 1):
+        if corpus.neighbours.shape[1] < min(song_k, len(corpus) - 1):
             raise ValueError(
-                f"the corpus neighbour table has {corpus.neighbours.shape[1]} columns, need >= k={self.layout.k}"
+                f"the corpus neighbour table has {corpus.neighbours.shape[1]} columns, need >= k={song_k}"
             )
         self.corpus = corpus
         self.config = config or SimulatorConfig()
@@ -272,7 +281,12 @@ class Simulator:
         self.summary.sessions += len(lanes)
         weekdays = np.full(len(lanes), weekday, np.int8)
         while len(lanes):
-            candidates = retrieve_candidates(corpus.neighbours, lanes.current, lanes.history, k)
+            if self.candidate_pool is None:
+                candidates = retrieve_candidates(corpus.neighbours, lanes.current, lanes.history, k)
+            else:
+                candidates = self.candidate_pool.candidates(
+                    state, lanes.users, lanes.current, lanes.history, day
+                ).rows
             has_candidate = candidates[:, 0] >= 0
             if not has_candidate.all():  # nothing left to recommend: the lane closes
                 keep = np.flatnonzero(has_candidate)
