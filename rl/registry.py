@@ -107,7 +107,7 @@ def copy_tree(src_uri: str, dst_uri: str) -> None:
     pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
-def _file_checksums(root_uri: str) -> dict[str, str]:
+def file_checksums(root_uri: str) -> dict[str, str]:
     """sha256 of every file under ``root_uri``, keyed by path relative to it."""
     fs, root = storage.resolve(root_uri)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -118,6 +118,30 @@ def _file_checksums(root_uri: str) -> dict[str, str]:
             with fs.open_input_stream(info.path) as stream:
                 sums[relative] = hashlib.sha256(stream.read()).hexdigest()
     return dict(sorted(sums.items()))
+
+
+def next_version_name(versions_uri: str) -> str:
+    """The next ``vNNNN`` name under a folder of versions (also the retrieval indexes')."""
+    numbers = [
+        int(m.group(1))
+        for name in storage.list_dir(versions_uri)
+        if (m := _VERSION_PATTERN.match(name))
+    ]
+    return f"v{max(numbers, default=0) + 1:04d}"
+
+
+def write_production_pointer(root_uri: str, version: str, previous: str | None) -> None:
+    """Point ``root_uri``'s production at ``version``: one atomic object write."""
+    storage.write_json(
+        storage.join(root_uri, PRODUCTION_POINTER),
+        {"version": version, "promoted_at": time.time(), "previous": previous},
+    )
+
+
+def read_production_pointer(root_uri: str) -> dict[str, Any] | None:
+    """``root_uri``'s production pointer ({"version", "promoted_at", "previous"}), or None."""
+    pointer = storage.join(root_uri, PRODUCTION_POINTER)
+    return storage.read_json(pointer) if storage.exists(pointer) else None
 
 
 class ModelRegistry:
@@ -141,12 +165,7 @@ class ModelRegistry:
 
     # --- writing -------------------------------------------------------------------------
     def _next_version(self) -> str:
-        numbers = [
-            int(m.group(1))
-            for name in storage.list_dir(storage.join(self.uri, "versions"))
-            if (m := _VERSION_PATTERN.match(name))
-        ]
-        return f"v{max(numbers, default=0) + 1:04d}"
+        return next_version_name(storage.join(self.uri, "versions"))
 
     def register(
         self,
@@ -177,7 +196,7 @@ class ModelRegistry:
             raise RegistryError(f"{checkpoint_uri} holds no RLModule at {'/'.join(MODULE_SUBPATH)}")
         if song_table is not None:
             song_table.save(self.song_table_uri(version))
-            data = {**data, "song_table_checksums": _file_checksums(self.song_table_uri(version))}
+            data = {**data, "song_table_checksums": file_checksums(self.song_table_uri(version))}
         entry = ModelVersion(
             version=version,
             algo=algo,
@@ -188,7 +207,7 @@ class ModelRegistry:
             metrics={k: float(v) for k, v in metrics.items()},
             parent=parent,
             history=history or [],
-            checksums=_file_checksums(target),
+            checksums=file_checksums(target),
         )
         storage.write_json(
             storage.join(self.version_uri(version), "manifest.json"), entry.to_dict()
@@ -208,11 +227,7 @@ class ModelRegistry:
     def promote(self, version: str) -> None:
         """Point production at ``version`` (verified first); one atomic object write."""
         self.verify(version)
-        previous = self.production_version()
-        storage.write_json(
-            storage.join(self.uri, PRODUCTION_POINTER),
-            {"version": version, "promoted_at": time.time(), "previous": previous},
-        )
+        write_production_pointer(self.uri, version, previous=self.production_version())
 
     # --- reading -------------------------------------------------------------------------
     def get(self, version: str) -> ModelVersion:
@@ -242,8 +257,7 @@ class ModelRegistry:
 
     def production_pointer(self) -> dict[str, Any] | None:
         """The production pointer ({"version", "promoted_at", "previous"}), or None."""
-        pointer = storage.join(self.uri, PRODUCTION_POINTER)
-        return storage.read_json(pointer) if storage.exists(pointer) else None
+        return read_production_pointer(self.uri)
 
     def production_version(self) -> str | None:
         pointer = self.production_pointer()
@@ -254,7 +268,7 @@ class ModelRegistry:
         entry = self.get(version)
         if not entry.checksums:
             raise RegistryError(f"version {version!r}: manifest lists no checkpoint files")
-        actual = _file_checksums(self.checkpoint_uri(version))
+        actual = file_checksums(self.checkpoint_uri(version))
         for relative, expected in entry.checksums.items():
             if relative not in actual:
                 raise RegistryError(f"version {version!r} is corrupt: {relative} is missing")
@@ -264,7 +278,7 @@ class ModelRegistry:
                 )
         expected_table = entry.data.get("song_table_checksums")
         if expected_table is not None and (
-            _file_checksums(self.song_table_uri(version)) != expected_table
+            file_checksums(self.song_table_uri(version)) != expected_table
         ):
             raise RegistryError(f"version {version!r} is corrupt: its song table differs")
         return entry

@@ -34,6 +34,10 @@ class ServiceConfig:
     registry_uri: str = ""
     """Model registry (rl/registry.py) whose production pointer the Scorer follows;
     default ``<data_root>/registry``."""
+    index_uri: str = ""
+    """Retrieval index registry (rl/songs/index_registry.py, ``encore index build``) whose
+    production pointer the Retriever follows; default ``<data_root>/indexes``. Until an
+    index is promoted the Retriever serves an exact KD-tree over the embedding."""
     log_uri: str = ""
     """Decision log the served feedback is appended to; default ``<data_root>/logs/service``."""
     journal_dir: str = ""
@@ -132,6 +136,7 @@ class ServiceConfig:
             "embedding_uri": f"{root}/embedding",
             "catalog_uri": paths.default_catalog_uri(),
             "registry_uri": f"{root}/registry",
+            "index_uri": f"{root}/indexes",
             "log_uri": f"{root}/logs/service",
             "journal_dir": f"{root}/serving/journal",
         }

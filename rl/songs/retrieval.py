@@ -2,7 +2,9 @@
 
 The blog's step 2: the action space (every song) is cut down to the k songs nearest the
 current song in latent space. Backed by scikit-learn's ``NearestNeighbors`` (a KD-tree /
-ball-tree for low-dimensional latents), so results are exact, not approximate.
+ball-tree for low-dimensional latents), so results are exact, not approximate; or by any
+searcher with the same ``kneighbors`` (a faiss index built offline and checked at recall
+>= 0.99 against exact, rl/songs/index_build.py) for catalogs of millions of songs.
 
 Exclusion (songs the user already heard, the query song itself) is handled by asking the
 index for ``k + len(exclude)`` neighbours and filtering, which keeps the answer exact.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
@@ -30,6 +33,15 @@ class Neighbours:
     distances: np.ndarray  # (B, k) float32 Euclidean distance, inf where rows == -1
 
 
+class Searcher(Protocol):
+    """What ``KnnIndex`` searches with: scikit-learn's ``NearestNeighbors`` or a faiss index
+    wrapped by rl/songs/index_build.py ``FaissSearcher``."""
+
+    def kneighbors(self, queries: np.ndarray, /, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, n) distances and (B, n) int rows, nearest first."""
+        ...
+
+
 class KnnIndex:
     """Exact Euclidean kNN over an (N, D) latent matrix.
 
@@ -38,6 +50,9 @@ class KnnIndex:
     latents : (N, D) array of song latents.
     track_ids : (N,) ids aligned with ``latents`` (a sequence or an object array).
     algorithm : scikit-learn algorithm ("kd_tree" is exact and fast for D <= ~20).
+    searcher : an already built searcher over ``latents`` with sklearn's
+        ``kneighbors(queries, n_neighbors) -> (distances, rows)`` (rows -1 where it found
+        fewer); None builds the exact scikit-learn index.
     """
 
     def __init__(
@@ -45,6 +60,7 @@ class KnnIndex:
         latents: np.ndarray,
         track_ids: Sequence[str] | np.ndarray,
         algorithm: str = "kd_tree",
+        searcher: Searcher | None = None,
     ) -> None:
         latents = np.ascontiguousarray(latents, dtype=np.float32)
         if latents.ndim != 2 or len(latents) == 0:
@@ -58,7 +74,9 @@ class KnnIndex:
         self.latents = latents
         self.track_ids = np.asarray(track_ids, dtype=object)
         self.row_of = {track_id: row for row, track_id in enumerate(self.track_ids)}
-        self._index = NearestNeighbors(algorithm=algorithm).fit(latents)
+        self.searcher: Searcher = (
+            searcher if searcher is not None else NearestNeighbors(algorithm=algorithm).fit(latents)
+        )
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -102,13 +120,14 @@ class KnnIndex:
         excluded_rows = self._excluded_rows(exclude, len(queries))
         extra = max((len(rows) for rows in excluded_rows), default=0)
         fetch = min(k + extra, len(self))
-        distances, rows = self._index.kneighbors(queries, n_neighbors=fetch)
+        distances, rows = self.searcher.kneighbors(queries, n_neighbors=fetch)
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_distances = np.full((len(queries), k), np.inf, dtype=np.float32)
         for query, (row_list, distance_list) in enumerate(zip(rows, distances, strict=True)):
+            keep = row_list >= 0  # an approximate searcher may find fewer than asked
             if excluded_rows[query]:
-                keep = ~np.isin(row_list, list(excluded_rows[query]))
-                row_list, distance_list = row_list[keep], distance_list[keep]
+                keep &= ~np.isin(row_list, list(excluded_rows[query]))
+            row_list, distance_list = row_list[keep], distance_list[keep]
             count = min(k, len(row_list))
             out_rows[query, :count] = row_list[:count]
             out_distances[query, :count] = distance_list[:count]
@@ -137,7 +156,7 @@ class KnnIndex:
         width = min(width, len(self) - 1)
         if width < 1:  # a one-song catalog has no neighbours
             return np.full((len(self), 0), -1, np.int32), np.zeros((len(self), 0), np.float32)
-        distances, rows = self._index.kneighbors(self.latents, n_neighbors=width + 1)
+        distances, rows = self.searcher.kneighbors(self.latents, n_neighbors=width + 1)
         not_self = rows != np.arange(len(self))[:, None]
         # Keep the first `width` entries that are not the song itself (a duplicate latent
         # may rank another row before the song itself).
