@@ -201,3 +201,25 @@ def test_queries_during_swaps_never_fail(catalog, tmp_path):
     done.set()
     worker.join()
     assert not errors and answered[0] > 0 and seen == set(versions)
+
+
+def test_cli_builds_lists_and_promotes(trained_embedding, tmp_path, capsys):
+    from rl.cli import main
+
+    embedding_uri, index_uri = str(tmp_path / "embedding"), str(tmp_path / "indexes")
+    trained_embedding.save(embedding_uri)
+    common = ["--index-dir", index_uri]
+    assert (
+        main(["index", "build", "--embedding", embedding_uri, "--recall-queries", "50", *common])
+        == 0
+    )
+    built = capsys.readouterr().out
+    assert "building an exact index over 28,356 songs" in built and "recall@20 1.0000" in built
+    assert main(["index", "promote", "v0001", *common]) == 0
+    assert main(["index", "list", *common]) == 0
+    listed = capsys.readouterr().out
+    assert "* v0001    exact" in listed
+    assert main(["index", "promote", "v0042", *common]) == 2
+    assert "refused: index version 'v0042' not found" in capsys.readouterr().err
+    assert main(["index", "build", "--min-recall", "2", *common]) == 2
+    assert "min_recall must be in (0, 1]" in capsys.readouterr().err
