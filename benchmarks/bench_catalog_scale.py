@@ -3,15 +3,19 @@
 What it does: takes the real catalog's song latents (the VAE's, 28,356 x 5) and grows the
 catalog with synthetic latents (a real song's latent plus Gaussian noise of a quarter of
 each dimension's spread, so the density looks like the real one) to 1,000,000 and
-10,000,000 songs. For each size it builds, offline, the index the Retriever serves
-(``rl.songs.retrieval.KnnIndex``: scikit-learn's exact KD-tree) and an approximate faiss
-IVF-Flat index (nprobe raised until recall@k >= 0.99), and prints build time, index
-memory, p50/p99 latency of single queries (what one Retriever call on a cache miss costs),
-and recall@k against exact brute force on 200 queries (numpy, tie-aware).
+10,000,000 songs. For each size it builds each index kind through the code
+``encore index build`` runs (rl/songs/index_build.py ``build_index``: the exact KD-tree the
+Retriever serves by default, faiss IVF-Flat, optionally faiss HNSW), which checks
+recall@20 against exact brute force on 200 sampled queries and widens an approximate
+index's search until recall >= 0.99. Then it prints build time, index memory, and p50/p99
+latency of single queries through ``KnnIndex.query`` (what one Retriever call on a cache
+miss costs, Python included) on 200 other queries, half catalog songs and half points
+that are no song.
 
-Run: ``.venv/bin/python benchmarks/bench_catalog_scale.py [--sizes 28356 1000000 10000000]``.
-Single-threaded (OMP_NUM_THREADS=1) so the figures do not depend on the machine's load of
-other threads; expect several minutes at 10M on 2 cores.
+Run: ``nice .venv/bin/python benchmarks/bench_catalog_scale.py [--sizes 28356 1000000
+10000000] [--kinds exact ivf hnsw]``. Single-threaded (OMP_NUM_THREADS=1) so the figures do
+not depend on the machine's load of other threads; expect ~10 minutes at 10M on 2 cores
+and ~4 GB of memory (the KD-tree, the exact reference, the track-id table).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from rl.songs.embedding import ensure_song_embedding  # noqa: E402
-from rl.songs.retrieval import KnnIndex, brute_force_topk, recall_at_k  # noqa: E402
+from rl.songs.index_build import IndexConfig, build_index, recall_queries  # noqa: E402
 
 K = 20  # the neighbour table's width: what a Retriever call asks for at most
 N_QUERIES = 200
@@ -41,84 +45,53 @@ def grown_catalog(real: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return np.concatenate([real, anchors + noise]).astype(np.float32)
 
 
-def single_query_ms(search, queries: np.ndarray) -> tuple[float, float]:
+def single_query_ms(index, queries: np.ndarray) -> tuple[float, float]:
     latencies = []
     for query in queries:
         started = time.perf_counter()
-        search(query[None, :])
+        index.query(query[None, :], k=K)
         latencies.append((time.perf_counter() - started) * 1000.0)
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
 
-def exact_reference(latents: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """(Q, K) exact distances by brute force, in chunks of the catalog."""
-    best = np.full((len(queries), 0), np.inf)
-    for start in range(0, len(latents), 1_000_000):  # (Q, chunk) float64 distances at a time
-        _, distances = brute_force_topk(latents[start : start + 1_000_000], queries, K)
-        best = np.sort(np.concatenate([best, distances], axis=1), axis=1)[:, :K]
-    return best
-
-
-def bench_kdtree(latents: np.ndarray, queries: np.ndarray, reference: np.ndarray) -> dict:
-    started = time.perf_counter()
-    index = KnnIndex(latents, np.arange(len(latents)).astype(str))
-    build = time.perf_counter() - started
-    tree = index._index._tree  # sklearn's KDTree: its arrays are the index's memory
-    memory = sum(a.nbytes for a in tree.get_arrays() if hasattr(a, "nbytes"))
-    p50, p99 = single_query_ms(lambda q: index.query(q, k=K), queries)
-    distances = np.stack([index.query(q[None, :], k=K).distances[0] for q in queries])
-    return {"build_s": build, "memory_mib": memory / 2**20, "p50_ms": p50, "p99_ms": p99,
-            "recall": recall_at_k(distances, reference), "setting": "exact"}  # fmt: skip
-
-
-def bench_faiss(latents: np.ndarray, queries: np.ndarray, reference: np.ndarray) -> dict:
-    import faiss
-
-    faiss.omp_set_num_threads(1)
-    n, dim = latents.shape
-    nlist = int(min(4096, max(16, 4 * np.sqrt(n))))
-    started = time.perf_counter()
-    quantizer = faiss.IndexFlatL2(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist)
-    train = latents[np.random.default_rng(1).integers(0, n, min(n, 50 * nlist))]
-    index.train(train)
-    index.add(latents)
-    build = time.perf_counter() - started
-    memory = len(faiss.serialize_index(index)) / 2**20
-    for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
-        index.nprobe = nprobe
-        squared, _ = index.search(queries, K)
-        recall = recall_at_k(np.sqrt(np.maximum(squared, 0)), reference)
-        if recall >= 0.99:
-            break
-    p50, p99 = single_query_ms(lambda q: index.search(q, K), queries)
-    return {"build_s": build, "memory_mib": memory, "p50_ms": p50, "p99_ms": p99,
-            "recall": recall, "setting": f"nlist={nlist} nprobe={nprobe}"}  # fmt: skip
+def bench(latents: np.ndarray, track_ids: np.ndarray, kind: str) -> dict:
+    config = IndexConfig(kind=kind, recall_k=K, recall_queries=N_QUERIES, threads=1)
+    built = build_index(latents, track_ids, config)
+    # Timed queries differ from the recall check's (another seed).
+    p50, p99 = single_query_ms(built.index, recall_queries(latents, N_QUERIES, seed=99))
+    report = built.report
+    params = built.params
+    setting = {
+        "exact": "exact",
+        "ivf": f"nlist {params.get('nlist')}, nprobe {params.get('breadth')}",
+        "hnsw": f"M {params.get('hnsw_m')}, efSearch {params.get('breadth')}",
+    }[built.kind]
+    return {"build_s": report["build_s"], "memory_mib": report["index_bytes"] / 2**20,
+            "p50_ms": p50, "p99_ms": p99, "recall": report["recall"]["value"],
+            "setting": setting}  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[28_356, 1_000_000, 10_000_000])
+    parser.add_argument("--kinds", nargs="+", default=["exact", "ivf"],
+                        choices=["exact", "ivf", "hnsw"])  # fmt: skip
     parser.add_argument("--data", default="data", help="data root holding the embedding")
-    parser.add_argument("--skip-faiss", action="store_true")
     args = parser.parse_args()
-    if not args.skip_faiss and importlib.util.find_spec("faiss") is None:
-        print("faiss is not installed (pip install faiss-cpu): the approximate index is skipped")
-        args.skip_faiss = True
+    if importlib.util.find_spec("faiss") is None and set(args.kinds) - {"exact"}:
+        print("faiss is not installed (pip install faiss-cpu): only the exact index is built")
+        args.kinds = ["exact"]
     rng = np.random.default_rng(0)
     real = ensure_song_embedding(f"{args.data}/embedding", progress=False).latents
     rows = []
     for size in args.sizes:
         latents = grown_catalog(real, size, rng)
-        queries = real[rng.integers(0, len(real), N_QUERIES)]
-        reference = exact_reference(latents, queries)
-        rows.append((size, "KD-tree (served)", bench_kdtree(latents, queries, reference)))
-        if not args.skip_faiss:
-            rows.append((size, "faiss IVF-Flat", bench_faiss(latents, queries, reference)))
-        for n, name, row in rows[-2:]:
-            if n == size:
-                print(f"{n:>11,} {name:<17} {row}", flush=True)
-        del latents
+        track_ids = np.arange(size).astype(str)
+        for kind in args.kinds:
+            row = bench(latents, track_ids, kind)
+            rows.append((size, kind, row))
+            print(f"{size:>11,} {kind:<6} {row}", flush=True)
+        del latents, track_ids
     print(f"\nk = {K}, {N_QUERIES} single queries, 1 thread; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")  # fmt: skip
     print("| songs | index | build s | memory MiB | p50 ms | p99 ms | recall@20 | setting |")
