@@ -22,6 +22,13 @@ Arms (stable keys, ``ARM_KEYS``):
   listened x <u, v_i> (listened is a draw of P(stream), so its expectation is
   P(stream) x expected return days);
 * ``bc``, ``marwil``: RLlib's BC and MARWIL on the same observations, greedy.
+
+``pool`` picks the candidate pool every phase uses (rl/decision/candidate_pool.py): today's
+kNN-of-the-song pool of 4 by default, or a multi-source pool (the observation's k is the
+pool's k). The world (skip-threshold calibration) is the same for every pool: it is
+calibrated with the default pool. The logging phases have no song table yet, so a pool's
+``popular``/``sticky`` slots are backfilled there; the evaluation fills them from the
+table fitted on the log.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from rl import storage
+from rl.decision.candidate_pool import CandidatePoolConfig
 from rl.decision.observation import ObservationLayout
 from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy, MyopicListenPolicy
 from rl.evaluation.in_simulator import LOGGING_ARM, METRICS, paired_comparison
@@ -84,6 +92,10 @@ class CompareSettings:
     """Value design served as ``actor-critic``: one of VALUE_DESIGNS, or "auto" = the one
     with the higher DR estimate of reward per decision on the held-out log (never the
     evaluation users)."""
+    pool: str = "song=4"
+    """Candidate pool as SOURCE=COUNT,... (sources: song, taste, relationship, popular,
+    sticky; counts sum to k in 4..50), e.g. song=4,taste=2,relationship=2,popular=1,sticky=1.
+    Default: today's pool, the 4 nearest songs of the song playing."""
     song_table: SongTableConfig = field(default_factory=SongTableConfig)
     train: TrainConfig = TrainConfig(
         iterations=30, train_batch_size=1024, lr=1e-3, entropy_coeff=0.0
@@ -101,6 +113,10 @@ class CompareSettings:
             raise ValueError(
                 f"default_design must be one of {VALUE_DESIGNS} or 'auto', got {self.default_design!r}"
             )
+        self.pool_config()  # a malformed pool spec is refused here, before any work
+
+    def pool_config(self) -> CandidatePoolConfig:
+        return CandidatePoolConfig.from_spec(self.pool, seed=self.seed)
 
 
 def _simulate_log(simulator, layout, days: int, log_uri: str) -> int:
@@ -234,13 +250,37 @@ def run_comparison(
 
     embedding = ensure_song_embedding()
     built = build_simulator(settings.users, seed=settings.seed)
-    base_layout, corpus = built.layout, built.corpus
+    base_layout, corpus, logging_policy = built.layout, built.corpus, built.policy
+    pool = settings.pool_config()
+    todays_pool = pool.is_song_knn_only and pool.k == base_layout.k
+    log_simulator = built.simulator
+    if not todays_pool:
+        from rl.simulator.real_catalog import default_logging_policy
+        from rl.simulator.recommender import SimulatorCandidatePool
+
+        # The same calibrated world; the logging policy scores the pool's k candidates.
+        base_layout = replace(base_layout, k=pool.k)
+        logging_policy = default_logging_policy(base_layout, corpus)
+        log_simulator = Simulator(
+            corpus, settings.users, logging_policy, base_layout, config=built.simulator.config,
+            seed=settings.seed + 1, candidate_pool=SimulatorCandidatePool(pool, corpus),
+        )  # fmt: skip
+
+    def pool_for(table: SongFeatureTable | None = None):
+        if todays_pool:
+            return None  # the simulator's own kNN lookup
+        from rl.simulator.recommender import SimulatorCandidatePool
+
+        return SimulatorCandidatePool(pool, corpus, table, base_layout.betas)
+
     log_uri, heldout_uri = storage.join(out_uri, "log"), storage.join(out_uri, "heldout_log")
-    progress(f"simulating the log: {settings.users} users x {settings.days} days")
-    n_logged = _simulate_log(built.simulator, base_layout, settings.days, log_uri)
+    progress(
+        f"simulating the log: {settings.users} users x {settings.days} days, pool {pool.spec()}"
+    )
+    n_logged = _simulate_log(log_simulator, base_layout, settings.days, log_uri)
     heldout = Simulator(
-        corpus, settings.heldout_users, built.policy, base_layout,
-        config=built.simulator.config, seed=settings.seed + 7,
+        corpus, settings.heldout_users, logging_policy, base_layout,
+        config=built.simulator.config, seed=settings.seed + 7, candidate_pool=pool_for(),
     )  # fmt: skip
     _simulate_log(heldout, base_layout, settings.days, heldout_uri)
 
@@ -278,7 +318,7 @@ def run_comparison(
 
     progress("refitting the myopic listen model and the personalised Q-model on the log")
     policies: dict[str, DecisionPolicy] = {
-        LOGGING_ARM: built.policy,
+        LOGGING_ARM: logging_policy,
         MYOPIC_ARM: refit_myopic_greedy(log_uri, embedding, layout, corpus),
         "q-personalised": fit_q_personalised(log_uri, corpus, layout, table.horizon_days),
     }
@@ -312,7 +352,7 @@ def run_comparison(
     def make_simulator(policy):
         return Simulator(
             corpus, settings.eval_users, policy, layout, config=built.simulator.config,
-            seed=settings.seed + 1000, song_features=aligned,
+            seed=settings.seed + 1000, song_features=aligned, candidate_pool=pool_for(aligned),
         )  # fmt: skip
 
     def on_arm(arm: str, totals: dict[str, np.ndarray]) -> None:
@@ -334,6 +374,7 @@ def run_comparison(
         "eval_users": settings.eval_users, "eval_days": settings.eval_days, "seed": settings.seed,
         "epsilon": settings.epsilon, "return_weight": settings.return_weight,
         "actor_critic_design": design, "train": settings.train.to_dict(),
+        "pool": pool.to_dict(),
         "song_table": summary,
     }  # fmt: skip
     markdown = comparison_markdown(
