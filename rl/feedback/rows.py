@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from rl.feedback.schema import DECISION_SCHEMA, ORGANIC_SCHEMA, PLAY_SCHEMA
 
 #: Decision fields a caller may leave out, with what the builder puts there.
-_DECISION_DEFAULTS: dict[str, Any] = {"arm": "", "request_id": None}
+_DECISION_DEFAULTS: dict[str, Any] = {"arm": "", "request_id": None, "candidate_sources": None}
 _DERIVED = ("chosen_track_id", "hour", "weekday")
 
 
@@ -49,12 +49,14 @@ def decision_row(
     request_id: str | None = None,
     hour: int | None = None,
     weekday: int | None = None,
+    candidate_sources: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """One decision row as a dict in DECISION_SCHEMA's field order.
 
     ``chosen_track_id`` is ``candidate_track_ids[chosen_index]`` (None when the index is
     out of range, which validation then rejects); ``hour``/``weekday`` default to the
-    timestamp's UTC hour and weekday. numpy arrays become plain lists."""
+    timestamp's UTC hour and weekday. numpy arrays become plain lists. ``candidate_sources``
+    (one pool source name per candidate, rl/decision/candidate_pool.py) is optional."""
     if hour is None or weekday is None:
         struct = time.gmtime(int(timestamp))
         hour = struct.tm_hour if hour is None else hour
@@ -87,6 +89,9 @@ def decision_row(
         "policy_version": policy_version,
         "arm": arm,
         "request_id": request_id,
+        "candidate_sources": None
+        if candidate_sources is None
+        else [str(source) for source in candidate_sources],
     }
     assert list(row) == DECISION_SCHEMA.names
     return row
@@ -115,7 +120,8 @@ def decision_table(columns: Mapping[str, Any]) -> pa.Table:
     """Decision rows from columns, vectorised: each value is an array of n values, a
     pyarrow array, or a scalar broadcast to every row; list fields also take a 2-D
     array (n, width). ``chosen_track_id`` (from the candidates), ``hour`` and ``weekday``
-    (UTC, from ``timestamp``), ``arm`` ("") and ``request_id`` (null) may be left out.
+    (UTC, from ``timestamp``), ``arm`` (""), ``request_id`` and ``candidate_sources`` (null)
+    may be left out.
     Raises ValueError naming missing or unknown columns; values are checked by the writer."""
     unknown = sorted(set(columns) - set(DECISION_SCHEMA.names))
     required = set(DECISION_SCHEMA.names) - set(_DECISION_DEFAULTS) - set(_DERIVED)
@@ -125,7 +131,14 @@ def decision_table(columns: Mapping[str, Any]) -> pa.Table:
     n = len(columns["user_id"])
     arrays: dict[str, Any] = {}
     for field in DECISION_SCHEMA:
-        if field.name in ("candidate_track_ids", "candidate_relationship", "user_taste"):
+        if field.name == "candidate_sources" and columns.get(field.name) is None:
+            arrays[field.name] = pa.nulls(n, field.type)
+        elif field.name in (
+            "candidate_track_ids",
+            "candidate_relationship",
+            "user_taste",
+            "candidate_sources",
+        ):
             arrays[field.name] = _list_column(columns[field.name], field.type.value_type, n)
         elif field.name in columns:
             arrays[field.name] = _column(columns[field.name], field, n)

@@ -26,6 +26,10 @@ A decision row is a recommendation shown and the user's response to it:
     source                       str   "simulator" | "service" | "mssd"
     policy_version, arm          str   policy that served; A/B arm ("" when none)
     request_id                   str or null   serving request id (null in simulation)
+    candidate_sources            list<str> or null   where each candidate came from (one of
+                                 rl/decision/candidate_pool.py POOL_SOURCES per candidate:
+                                 song, taste, relationship, popular, sticky); null in logs
+                                 written before multi-source pools (reads as null)
 
 Organic rows (listens the user started without a recommendation): user_id, day, track_id,
 minutes (float32 >= 0), streams (int32 >= 1).
@@ -87,8 +91,12 @@ DECISION_SCHEMA = pa.schema(
         pa.field("policy_version", pa.string(), nullable=False),
         pa.field("arm", pa.string(), nullable=False),
         pa.field("request_id", pa.string(), nullable=True),
+        pa.field("candidate_sources", pa.list_(pa.string()), nullable=True),
     ]
 )
+
+#: Fields added after logs were written: a table without them reads as null there.
+ADDED_FIELDS: frozenset[str] = frozenset({"candidate_sources"})
 
 PLAY_SOURCES: tuple[str, ...] = ("spotify", "spotify-extended", "lastfm", "listenbrainz", "mssd")
 
@@ -132,12 +140,16 @@ class Rejection:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Reorder and cast a table to ``schema``; raise LogSchemaError on column mismatches."""
-    missing = [name for name in schema.names if name not in table.column_names]
+    absent = [name for name in schema.names if name not in table.column_names]
+    missing = [name for name in absent if name not in ADDED_FIELDS]
     extra = [name for name in table.column_names if name not in schema.names]
     if missing or extra:
         raise LogSchemaError(f"columns do not match the schema: missing {missing}, unknown {extra}")
     columns = []
     for field_ in schema:
+        if field_.name in absent:  # written before the field existed
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, field_.type)]))
+            continue
         column = table.column(field_.name)
         if column.type != field_.type:
             try:
@@ -224,6 +236,23 @@ def decision_checks(
         mismatch = ~_np(pc.equal(picked, table["chosen_track_id"].fill_null("")), False)
         add(in_range & mismatch, "chosen_track_id != candidate_track_ids[chosen_index]")
 
+    sources = table["candidate_sources"]
+    if sources.null_count < n:
+        from rl.decision.candidate_pool import POOL_SOURCES
+
+        n_sources = _list_lengths(sources)
+        present = ~sources.is_null().to_numpy(zero_copy_only=False)
+        add(
+            present & (n_sources != n_candidates),
+            "candidate_sources must have one entry per candidate",
+        )
+        flat_sources = pc.list_flatten(sources.fill_null([]))
+        if len(flat_sources):
+            known = pc.is_in(flat_sources, value_set=pa.array(POOL_SOURCES)).fill_null(False)
+            unknown = (~_np(known, True)).astype(np.int64)
+            offsets_s = np.concatenate([[0], np.cumsum(n_sources)])[:-1]
+            per_row = np.add.reduceat(np.append(unknown, 0), offsets_s) * (n_sources > 0)
+            add(per_row > 0, f"candidate_sources holds a name outside {list(POOL_SOURCES)}")
     n_relationship = _list_lengths(table["candidate_relationship"])
     if n_betas is not None:
         add(
