@@ -5,7 +5,7 @@ names, resources scaled down to one machine), which ``encore cluster proof`` run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rl.cluster.config_check import HEAD_NODE_TYPE, ConfigCheckError, validate_cluster_config
@@ -19,6 +19,9 @@ class FakeScale:
     """Logical CPUs per fake node, by node type name (types not named: 1)."""
     max_workers: dict[str, int]
     """Cap on fake nodes per type (types not named: 1)."""
+    min_workers: dict[str, int] = field(default_factory=dict)
+    """Fake nodes per type kept up from the start, instead of cluster.yaml's min_workers
+    (still capped by ``max_workers``); e.g. two serving nodes for two Ingress replicas."""
     object_store_bytes: int = 150 * 1024**2
     """Object store per fake node; small, since every node shares this machine's memory."""
     idle_timeout_minutes: float = 0.5
@@ -29,6 +32,8 @@ class FakeScale:
             raise ValueError(f"cpus must be >= 0, got {self.cpus}")
         if any(m < 0 for m in self.max_workers.values()):
             raise ValueError(f"max_workers must be >= 0, got {self.max_workers}")
+        if any(m < 0 for m in self.min_workers.values()):
+            raise ValueError(f"min_workers must be >= 0, got {self.min_workers}")
         if self.object_store_bytes < 75 * 1024**2:
             raise ValueError(f"object_store_bytes must be >= 75 MiB, got {self.object_store_bytes}")
         if self.idle_timeout_minutes <= 0:
@@ -61,7 +66,7 @@ def fake_cluster_config(
         else:
             cap = min(t.max_workers, scale.max_workers.get(t.name, 1))
             entry["resources"]["object_store_memory"] = scale.object_store_bytes
-            entry["min_workers"] = min(t.min_workers, cap)
+            entry["min_workers"] = min(scale.min_workers.get(t.name, t.min_workers), cap)
             entry["max_workers"] = cap
             total_max += cap
         # Custom resources (not CPU/GPU/memory) keep their meaning on the fake nodes.
