@@ -187,9 +187,9 @@ def merge_pool(
     filled = np.zeros(batch, np.int64)
     for backfill in (False, True):
         for name in config.sources:
-            columns = lists.get(name)
-            if columns is None or columns.shape[1] == 0:
+            if name not in lists or lists[name].shape[1] == 0:
                 continue
+            columns = lists[name]
             want = k - filled if backfill else np.minimum(config.quota(name), k - filled)
             if not want.any():
                 continue

@@ -23,18 +23,24 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from rl.decision.observation import ObservationLayout
 from rl.feedback.reward import RewardConfig, compute_reward
-from rl.feedback.rows import decision_row as build_decision_row
 from services.core.catalog_table import CatalogTable
+from services.core.decision_log_row import decision_row
 from services.core.feedback_journal import FeedbackSink
 from services.core.neighbour_cache import NeighbourCache
 from services.core.observer import PipelineObserver
 from services.core.scoring import ArmAssignment, ScoredBatch
+from services.core.served_pool import ServedCandidatePool
+from services.core.service_errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+)
 from services.core.user_state import (
     DecisionContext,
     PendingDecision,
@@ -44,6 +50,15 @@ from services.core.user_state import (
     hour_and_weekday,
     listened_from,
 )
+
+__all__ = [
+    "ConflictError",
+    "InvalidInputError",
+    "NotFoundError",
+    "RecommendationPipeline",
+    "ServiceError",
+    "decision_row",
+]
 from services.schemas import (
     Candidate,
     FeedbackRequest,
@@ -51,32 +66,6 @@ from services.schemas import (
     RecommendRequest,
     RecommendResponse,
 )
-
-
-class ServiceError(Exception):
-    """A request the service refuses, with its status and the field at fault."""
-
-    status = 400
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class NotFoundError(ServiceError):
-    status = 404
-
-
-class InvalidInputError(ServiceError):
-    status = 422
-
-
-class ConflictError(ServiceError):
-    """Well-formed, but at odds with the service's state (e.g. feedback for a track that
-    was not the request's pick)."""
-
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -87,6 +76,7 @@ class _Candidates:
     distances: list[float]
     latents: np.ndarray  # (K, D)
     relationship: np.ndarray  # (K, R)
+    sources: list[str] | None  # each candidate's pool source (None: today's kNN pool)
 
 
 EmbedFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
@@ -116,7 +106,13 @@ class RecommendationPipeline:
         clock: Callable[[], float] = time.time,
         neighbour_cache: NeighbourCache | None = None,
         observer: PipelineObserver | None = None,
+        candidate_pool: ServedCandidatePool | None = None,
     ) -> None:
+        if candidate_pool is not None and candidate_pool.config.k != layout.k:
+            raise ValueError(
+                f"the candidate pool has k={candidate_pool.config.k}, the policy's layout k={layout.k}"
+            )
+        self.candidate_pool = candidate_pool
         self.layout = layout
         self.catalog = catalog
         self.store = store
@@ -161,17 +157,13 @@ class RecommendationPipeline:
     async def _answer(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         now = self.clock()
         current = await self._current_latents(requests)
-        neighbours = await self._neighbours(requests, current)
         day = day_of(now)
         hour, weekday = hour_and_weekday(now)
-        found = [
-            (ids[: r.k], distances[: r.k])
-            for r, (ids, distances) in zip(requests, neighbours, strict=True)
-        ]
+        found = await self._pool(requests, current, day)
         sessions = [r.session_id or f"{r.user_id}-{day}" for r in requests]
         started = time.perf_counter()
         context = await self.store.decision_context(
-            [r.user_id for r in requests], sessions, [ids for ids, _ in found], day
+            [r.user_id for r in requests], sessions, [ids for ids, _, _ in found], day
         )
         self.observer.store_call("decision_context", time.perf_counter() - started)
         candidates = [
@@ -180,8 +172,9 @@ class RecommendationPipeline:
                 distances,
                 self.catalog.latents[[self.catalog.row_of[t] for t in ids]],
                 context.relationships[i],
+                sources,
             )
-            for i, (ids, distances) in enumerate(found)
+            for i, (ids, distances, sources) in enumerate(found)
         ]
         obs = build_observations(
             self.layout,
@@ -247,6 +240,7 @@ class RecommendationPipeline:
             behaviour_logp=float(scored.logp[i]),
             policy_version=scored.versions[i],
             arm=arm,
+            candidate_sources=candidates.sources,
         )
 
     def _response(
@@ -277,18 +271,41 @@ class RecommendationPipeline:
             arm=decision.arm,
         )
 
+    async def _pool(
+        self, requests: list[RecommendRequest], current: np.ndarray, day: int
+    ) -> list[tuple[list[str], list[float], list[str] | None]]:
+        """Each request's first ``k`` candidates (ids, distances, sources): the song's kNN,
+        or the multi-source pool (services/core/served_pool.py) when one is configured."""
+        pool = self.candidate_pool
+        neighbours = await self._neighbours(
+            requests, current, None if pool is None else pool.config.k
+        )
+        if pool is None:
+            return [
+                (ids[: r.k], d[: r.k], None)
+                for r, (ids, d) in zip(requests, neighbours, strict=True)
+            ]
+        pooled = await pool.gather(
+            [r.user_id for r in requests], [r.track_id for r in requests],
+            [list(r.exclude) for r in requests], current, neighbours, day,
+        )  # fmt: skip
+        return [
+            (p.track_ids[: r.k], p.distances[: r.k], p.sources[: r.k])
+            for r, p in zip(requests, pooled, strict=True)
+        ]
+
     async def _neighbours(
-        self, requests: list[RecommendRequest], current: np.ndarray
+        self, requests: list[RecommendRequest], current: np.ndarray, width: int | None = None
     ) -> list[tuple[list[str], list[float]]]:
-        """Candidates per request: from the neighbour cache when it answers exactly, the
-        rest in one Retriever call."""
+        """Candidates per request (``width`` each, default the request's k): from the
+        neighbour cache when it answers exactly, the rest in one Retriever call."""
         found: list[tuple[list[str], list[float]] | None] = [None] * len(requests)
         if self.neighbour_cache is not None:
             for i, request in enumerate(requests):
                 if request.track_id is not None:
                     found[i] = self.neighbour_cache.lookup(
                         self.catalog.row_of[request.track_id],
-                        request.k,
+                        width or request.k,
                         set(request.exclude) if request.exclude else (),
                     )
         missing = [i for i, answer in enumerate(found) if answer is None]
@@ -297,7 +314,7 @@ class RecommendationPipeline:
             for i in missing:
                 track_id = requests[i].track_id
                 excludes.append(list(requests[i].exclude) + ([track_id] if track_id else []))
-            k = max(requests[i].k for i in missing)
+            k = width or max(requests[i].k for i in missing)
             retrieved = await self.retrieve(current[missing], k, excludes)
             for i, answer in zip(missing, retrieved, strict=True):
                 found[i] = answer
@@ -376,34 +393,3 @@ class RecommendationPipeline:
             log_uri=self.sink.log_uri,
             journal=str(self.sink.journal_dir),
         )
-
-
-def decision_row(
-    decision: PendingDecision, feedback: FeedbackRequest, listened: bool, reward: float
-) -> dict[str, Any]:
-    """The decision-log row (rl/feedback/schema.py DECISION_SCHEMA) of an answered decision."""
-    hour, weekday = hour_and_weekday(decision.timestamp)
-    return build_decision_row(
-        user_id=decision.user_id,
-        session_id=decision.session_id,
-        day=day_of(decision.timestamp),
-        position=decision.position,
-        timestamp=decision.timestamp,
-        hour=hour,
-        weekday=weekday,
-        current_track_id=decision.current_track_id,
-        candidate_track_ids=decision.candidate_track_ids,
-        candidate_relationship=decision.candidate_relationship,
-        user_taste=decision.user_taste,
-        chosen_index=decision.chosen_index,
-        behaviour_logp=decision.behaviour_logp,
-        listened=listened,
-        listen_fraction=feedback.listen_fraction,
-        liked=feedback.liked,
-        skip_level=feedback.skip_level,
-        reward=reward,
-        source="service",
-        policy_version=decision.policy_version,
-        arm=decision.arm,
-        request_id=decision.request_id,
-    )

@@ -93,6 +93,7 @@ class PendingDecision:
     behaviour_logp: float
     policy_version: str
     arm: str
+    candidate_sources: list[str] | None = None  # each candidate's pool source, if multi-source
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
