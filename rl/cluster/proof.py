@@ -58,6 +58,7 @@ from rl.cluster.proof_steps import (
     submit_job,
     wait_job,
 )
+from rl.config_checks import require_at_least, require_positive
 
 # --- the proof, stage by stage -------------------------------------------------------------
 
@@ -98,25 +99,11 @@ class ProofConfig:
     """Whole-proof deadline; teardown runs regardless."""
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.load_seconds > 0, f"load_seconds must be > 0, got {self.load_seconds}"),
-            (
-                self.load_concurrency >= 1,
-                f"load_concurrency must be >= 1, got {self.load_concurrency}",
-            ),
-            (
-                self.scorer_max_replicas >= 1,
-                f"scorer_max_replicas must be >= 1, got {self.scorer_max_replicas}",
-            ),
-            (self.sim_users >= 1 and self.sim_days >= 1, "sim_users and sim_days must be >= 1"),
-            (
-                self.train_iterations >= 1,
-                f"train_iterations must be >= 1, got {self.train_iterations}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        require_positive(self, "load_seconds")
+        require_at_least(
+            self, 1, "load_concurrency", "scorer_max_replicas", "sim_users", "sim_days",
+            "train_iterations",
+        )  # fmt: skip
 
 
 @dataclass

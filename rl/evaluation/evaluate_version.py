@@ -10,7 +10,6 @@ simulated values side by side; it writes a markdown report and a PNG with the in
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from rl.evaluation.in_simulator import (
 )
 from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
 from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions, resolve_layout
+from rl.figures import png_bytes, subplots
 from rl.registry import ModelRegistry, PolicyScorer, RegistryError
 
 
@@ -118,11 +118,6 @@ def _simulation_markdown(
 
 
 def _plot(rows: list[PolicyEstimates], outcomes: list[ArmOutcome]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, values, lows, highs = [], [], [], []
     for row in rows:
         for e in row.estimates:
@@ -131,7 +126,7 @@ def _plot(rows: list[PolicyEstimates], outcomes: list[ArmOutcome]) -> bytes:
             lows.append(e.value - e.ci_low)
             highs.append(e.ci_high - e.value)
     panels = 2 if outcomes else 1
-    fig, axes = plt.subplots(1, panels, figsize=(max(6, 0.9 * len(labels)) + 4 * (panels - 1), 4.5))
+    fig, axes = subplots(1, panels, figsize=(max(6, 0.9 * len(labels)) + 4 * (panels - 1), 4.5))
     axes = np.atleast_1d(axes)
     ax = axes[0]
     ax.errorbar(range(len(values)), values, yerr=[lows, highs], fmt="o", capsize=4)
@@ -155,11 +150,7 @@ def _plot(rows: list[PolicyEstimates], outcomes: list[ArmOutcome]) -> bytes:
         )
         ax.set_title("Simulator: reward per decision, 95% CI", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def evaluate_version(
@@ -189,16 +180,7 @@ def evaluate_version(
     logged = read_logged_decisions(files, layout)
 
     def estimates(probs: np.ndarray) -> list[OPEEstimate]:
-        return evaluate_policy_offline(
-            probs,
-            logged.obs,
-            logged.actions,
-            logged.behaviour_logp,
-            logged.rewards,
-            layout,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-        )
+        return evaluate_policy_offline(probs, logged, layout, n_bootstrap=n_bootstrap, seed=seed)
 
     scorer = PolicyScorer.from_registry(registry, version)
     probs = scorer.action_probabilities(logged.obs)

@@ -172,101 +172,6 @@ def _default_simulator(
     )
 
 
-@dataclass(frozen=True)
-class PairedOutcome:
-    """One arm run on the same simulated population as every other arm."""
-
-    arm: str
-    users: int
-    decisions: int
-    reward_per_decision: Interval
-    reward_per_decision_vs_logging: Interval | None
-    reward_per_user: Interval
-    reward_per_user_vs_logging: Interval | None
-    active_days_per_user: Interval
-    streams_per_user: Interval
-
-
-def _run_population(simulator, days: int) -> dict[str, np.ndarray]:
-    n = simulator.n_users
-    totals = {name: np.zeros(n) for name in ("reward", "decisions", "streams", "active_days")}
-    for _ in range(days):
-        day = simulator.run_day().concatenated()
-        if not day:
-            continue
-        users = day["user"]
-        np.add.at(totals["reward"], users, day["reward"])
-        np.add.at(totals["decisions"], users, 1)
-        np.add.at(totals["streams"], users, day["listened"].astype(float))
-        totals["active_days"][np.unique(users)] += 1
-    return totals
-
-
-def compare_paired_in_simulator(
-    policies: Mapping[str, DecisionPolicy],
-    make_simulator,
-    days: int,
-    seed: int = 0,
-    n_bootstrap: int = 1000,
-    on_arm=None,
-) -> list[PairedOutcome]:
-    """Every arm in ``policies`` (one must be ``"logging"``) against the same population.
-
-    ``make_simulator(policy)`` returns a fresh simulator with all users on ``policy`` and
-    the same seed each call, so each arm meets the same users (tastes, activity,
-    clickiness) -- a paired design: differences are bootstrapped over users with the
-    same resampled users in both arms, which removes the between-user variance that
-    dominates a randomised split. (The simulator's single random stream diverges once
-    the arms' choices differ, so the within-user noise is not shared.)
-    """
-    if LOGGING_ARM not in policies:
-        raise ValueError(f"policies need a {LOGGING_ARM!r} arm, got {sorted(policies)}")
-    totals = {}
-    for name, policy in policies.items():
-        totals[name] = _run_population(make_simulator(policy), days)
-        if on_arm is not None:
-            on_arm(name)
-    n = len(totals[LOGGING_ARM]["reward"])
-    rows = np.random.default_rng(seed).integers(0, n, size=(n_bootstrap, n))
-
-    def ratio(t: dict[str, np.ndarray]) -> tuple[float, np.ndarray]:
-        value = t["reward"].sum() / max(t["decisions"].sum(), 1)
-        draws = t["reward"][rows].sum(1) / np.maximum(t["decisions"][rows].sum(1), 1)
-        return float(value), draws
-
-    def mean(values: np.ndarray) -> tuple[float, np.ndarray]:
-        return float(values.mean()), values[rows].mean(1)
-
-    def interval(value: float, draws: np.ndarray) -> Interval:
-        low, high = np.percentile(draws, [2.5, 97.5])
-        return Interval(value, float(low), float(high))
-
-    base_ratio = ratio(totals[LOGGING_ARM])
-    base_user = mean(totals[LOGGING_ARM]["reward"])
-    outcomes = []
-    for name, t in totals.items():
-        r, u = ratio(t), mean(t["reward"])
-        is_logging = name == LOGGING_ARM
-        outcomes.append(
-            PairedOutcome(
-                arm=name,
-                users=n,
-                decisions=int(t["decisions"].sum()),
-                reward_per_decision=interval(*r),
-                reward_per_decision_vs_logging=None
-                if is_logging
-                else interval(r[0] - base_ratio[0], r[1] - base_ratio[1]),
-                reward_per_user=interval(*u),
-                reward_per_user_vs_logging=None
-                if is_logging
-                else interval(u[0] - base_user[0], u[1] - base_user[1]),
-                active_days_per_user=interval(*mean(t["active_days"])),
-                streams_per_user=interval(*mean(t["streams"])),
-            )
-        )
-    return outcomes
-
-
 # ---------------------------------------------------------------------------------------
 # The issue-13 comparison: reward/decision, 60-day minutes and active days, paired
 # ---------------------------------------------------------------------------------------
@@ -319,8 +224,13 @@ def paired_comparison(
     baselines: tuple[str, ...] = (LOGGING_ARM,),
     on_arm=None,
 ) -> dict[str, Any]:
-    """Every arm on the same population (``make_simulator(policy)``, see
-    ``compare_paired_in_simulator``); returns ``{"arms": {arm: {metric: {"mean", "ci"}}},
+    """Every arm on the same population: ``make_simulator(policy)`` returns a fresh
+    simulator with all users on ``policy`` and the same seed each call, so each arm meets
+    the same users (tastes, activity, clickiness) -- a paired design: differences are
+    bootstrapped over users with the same resampled users in both arms, which removes the
+    between-user variance that dominates a randomised split. (The simulator's single
+    random stream diverges once the arms' choices differ, so the within-user noise is not
+    shared.) Returns ``{"arms": {arm: {metric: {"mean", "ci"}}},
     "differences": {arm: {"vs_<baseline>": {metric: {"mean", "ci"}}}}}`` with 95% paired
     user-level bootstrap intervals (the same resampled users in every arm)."""
     missing = [b for b in baselines if b not in policies]

@@ -22,10 +22,14 @@ Dudik, Langford & Li (2011) for DR.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rl.decision.observation import ObservationLayout
+
+if TYPE_CHECKING:
+    from rl.feedback.offline_steps_files import LoggedDecisions
 
 
 @dataclass(frozen=True)
@@ -193,23 +197,45 @@ def cross_fitted_rewards(
     return predicted
 
 
+@dataclass(frozen=True)
+class EstimatorInputs:
+    """Logged decisions as the estimators read them: chosen indices, the behaviour
+    policy's propensities (not their logs), rewards, and the cross-fitted reward model's
+    prediction for every candidate (DR's baseline)."""
+
+    actions: np.ndarray  # (B,) int64
+    behaviour: np.ndarray  # (B,)
+    rewards: np.ndarray  # (B,)
+    predicted: np.ndarray  # (B, K)
+
+    @classmethod
+    def from_logged(
+        cls, logged: LoggedDecisions, layout: ObservationLayout, seed: int = 0
+    ) -> EstimatorInputs:
+        actions = np.asarray(logged.actions, np.int64)
+        rewards = np.asarray(logged.rewards, np.float64)
+        return cls(
+            actions=actions,
+            behaviour=np.exp(np.asarray(logged.behaviour_logp, np.float64)),
+            rewards=rewards,
+            predicted=cross_fitted_rewards(layout, logged.obs, actions, rewards, seed=seed),
+        )
+
+
 def evaluate_policy_offline(
     target_probs: np.ndarray,
-    obs: np.ndarray,
-    actions: np.ndarray,
-    behaviour_logp: np.ndarray,
-    rewards: np.ndarray,
+    logged: LoggedDecisions,
     layout: ObservationLayout,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> list[OPEEstimate]:
-    """IPS, SNIPS and DR of ``target_probs`` on the logged decisions."""
-    actions = np.asarray(actions, np.int64)
-    behaviour = np.exp(np.asarray(behaviour_logp, np.float64))
-    rewards = np.asarray(rewards, np.float64)
-    predicted = cross_fitted_rewards(layout, obs, actions, rewards, seed=seed)
+    """IPS, SNIPS and DR of ``target_probs`` on the ``logged`` decisions (obs, actions,
+    behaviour_logp, rewards: rl.feedback.offline_steps_files.LoggedDecisions)."""
+    d = EstimatorInputs.from_logged(logged, layout, seed)
     return [
-        ips(target_probs, actions, behaviour, rewards, n_bootstrap, seed),
-        snips(target_probs, actions, behaviour, rewards, n_bootstrap, seed),
-        doubly_robust(target_probs, actions, behaviour, rewards, predicted, n_bootstrap, seed),
+        ips(target_probs, d.actions, d.behaviour, d.rewards, n_bootstrap, seed),
+        snips(target_probs, d.actions, d.behaviour, d.rewards, n_bootstrap, seed),
+        doubly_robust(
+            target_probs, d.actions, d.behaviour, d.rewards, d.predicted, n_bootstrap, seed
+        ),
     ]

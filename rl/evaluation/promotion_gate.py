@@ -17,12 +17,16 @@ written into the candidate's manifest (``promotion_gate``) and shown by ``encore
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rl.config_checks import require_at_least
 from rl.decision.observation import ObservationLayout
-from rl.evaluation.ope import cross_fitted_rewards, importance_weights
+from rl.evaluation.ope import EstimatorInputs, importance_weights
+
+if TYPE_CHECKING:
+    from rl.feedback.offline_steps_files import LoggedDecisions
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,8 @@ class GateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
-        if self.n_bootstrap < 1:
-            raise ValueError(f"n_bootstrap must be >= 1, got {self.n_bootstrap}")
+        require_at_least(self, 0, "margin")
+        require_at_least(self, 1, "n_bootstrap")
 
 
 @dataclass(frozen=True)
@@ -98,21 +100,16 @@ def dr_terms(
 def paired_dr_difference(
     candidate_probs: np.ndarray,
     production_probs: np.ndarray,
-    obs: np.ndarray,
-    actions: np.ndarray,
-    behaviour_logp: np.ndarray,
-    rewards: np.ndarray,
+    logged: LoggedDecisions,
     layout: ObservationLayout,
     n_bootstrap: int = 500,
     seed: int = 0,
 ) -> tuple[float, float, float, tuple[float, float]]:
-    """(candidate DR, production DR, difference, 95% interval of the difference)."""
-    actions = np.asarray(actions, np.int64)
-    behaviour = np.exp(np.asarray(behaviour_logp, np.float64))
-    rewards = np.asarray(rewards, np.float64)
-    predicted = cross_fitted_rewards(layout, obs, actions, rewards, seed=seed)
-    candidate = dr_terms(candidate_probs, actions, behaviour, rewards, predicted)
-    production = dr_terms(production_probs, actions, behaviour, rewards, predicted)
+    """(candidate DR, production DR, difference, 95% interval of the difference) on the
+    ``logged`` decisions."""
+    d = EstimatorInputs.from_logged(logged, layout, seed)
+    candidate = dr_terms(candidate_probs, d.actions, d.behaviour, d.rewards, d.predicted)
+    production = dr_terms(production_probs, d.actions, d.behaviour, d.rewards, d.predicted)
     delta = candidate - production
     rng = np.random.default_rng(seed)
     n = len(delta)
@@ -136,7 +133,7 @@ def paired_dr_difference(
 def gate_promotion(
     candidate_policy,
     production_policy,
-    logged,  # rl.feedback.offline_steps_files.LoggedDecisions: obs, actions, behaviour_logp, rewards
+    logged: LoggedDecisions,
     layout: ObservationLayout,
     candidate: str,
     production: str | None,
@@ -151,10 +148,7 @@ def gate_promotion(
     cand, prod, diff, ci = paired_dr_difference(
         candidate_policy.action_probabilities(logged.obs),
         production_policy.action_probabilities(logged.obs),
-        logged.obs,
-        logged.actions,
-        logged.behaviour_logp,
-        logged.rewards,
+        logged,
         layout,
         config.n_bootstrap,
         config.seed,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from rl.experiments.data_efficiency import Z_95
+from rl.figures import save_figure, subplots
 
 BANNER_METRICS = {
     "first_stream": "first streams (share)",
@@ -157,20 +158,10 @@ def weekly_lifts(frame: pd.DataFrame, weeks: int, baseline: str = "control") -> 
 # ---------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_lifts(lifts: pd.DataFrame, path: str, title: str) -> None:
-    plt = _pyplot()
     metrics = list(dict.fromkeys(lifts["metric"]))
     arms = list(dict.fromkeys(lifts["arm"]))
-    fig, axis = plt.subplots(figsize=(2.5 + 2.2 * len(metrics), 4))
+    fig, axis = subplots(figsize=(2.5 + 2.2 * len(metrics), 4))
     width = 0.8 / max(len(arms), 1)
     for a, arm in enumerate(arms):
         rows = lifts[lifts["arm"] == arm].set_index("metric").reindex(metrics)
@@ -189,15 +180,12 @@ def plot_lifts(lifts: pd.DataFrame, path: str, title: str) -> None:
     axis.set_ylabel("lift vs control (%)")
     axis.set_title(title)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_distribution(frame: pd.DataFrame, path: str, column: str = "minutes") -> None:
     """Survival curve of 60-day item minutes among first-streamers, per arm (figure 6b)."""
-    plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(6, 4))
+    fig, axis = subplots(figsize=(6, 4))
     for arm, rows in frame[frame["first_stream"]].groupby("arm", sort=False):
         values = np.sort(rows[column].to_numpy())
         if not len(values):
@@ -213,14 +201,11 @@ def plot_distribution(frame: pd.DataFrame, path: str, column: str = "minutes") -
     axis.set_xlabel(f"60-day {column} with the recommended item (first-streamers)")
     axis.set_ylabel("share of first-streamers with at least x")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_calibration(table: pd.DataFrame, path: str) -> None:
-    plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(4.5, 4.5))
+    fig, axis = subplots(figsize=(4.5, 4.5))
     if len(table):
         axis.errorbar(
             table["predicted"], table["observed"],
@@ -232,20 +217,15 @@ def plot_calibration(table: pd.DataFrame, path: str) -> None:
     axis.set_xlabel("predicted return days ⟨u, v_i⟩")
     axis.set_ylabel("observed return days (59 days)")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_weekly(lifts: pd.DataFrame, path: str) -> None:
-    plt = _pyplot()
-    fig, axis = plt.subplots(figsize=(6, 4))
+    fig, axis = subplots(figsize=(6, 4))
     for arm, row in lifts.iterrows():
         axis.plot(row.index, 100 * row.to_numpy(), "o-", label=arm)
     axis.axhline(0, color="grey", lw=0.8)
     axis.set_xlabel("weeks since first exposure")
     axis.set_ylabel("weekly minutes, lift vs control (%)")
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from rl.config_checks import LOG_ENGINES, require_at_least, require_choice
 from rl.decision.observation import ObservationLayout, encode_context
 from rl.decision.policies import (
     DecisionPolicy,
@@ -89,19 +90,14 @@ class ABTestConfig:
     models: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
-        if self.n_users < 10:
-            raise ValueError(f"n_users must be >= 10, got {self.n_users}")
+        require_at_least(self, 10, "n_users")
         if self.history_days <= self.models.horizon_days:
             raise ValueError(
                 f"history_days ({self.history_days}) must exceed the stickiness horizon "
                 f"({self.models.horizon_days}) so that discoveries with full windows exist"
             )
-        if self.window_days < 2:
-            raise ValueError(f"window_days must be >= 2, got {self.window_days}")
-        if self.n_markets < 1 or self.pool_size < 2:
-            raise ValueError(
-                f"n_markets must be >= 1 and pool_size >= 2, got {self.n_markets}, {self.pool_size}"
-            )
+        require_at_least(self, 2, "window_days", "pool_size")
+        require_at_least(self, 1, "n_markets")
         if self.run_shelf and self.shelf_weeks < 8:
             raise ValueError(f"shelf_weeks must be >= 8 (week-8 minutes), got {self.shelf_weeks}")
         if self.shelf_size < 1 or self.shelf_candidates < self.shelf_size:
@@ -110,10 +106,8 @@ class ABTestConfig:
             0 <= p <= 1 for p in self.examine_probability
         ):
             raise ValueError("examine_probability needs shelf_size values in [0, 1]")
-        if self.log_engine not in ("ray", "pyarrow"):
-            raise ValueError(f"log_engine must be 'ray' or 'pyarrow', got {self.log_engine!r}")
-        if self.bootstrap < 50:
-            raise ValueError(f"bootstrap must be >= 50, got {self.bootstrap}")
+        require_choice(self, "log_engine", LOG_ENGINES)
+        require_at_least(self, 50, "bootstrap")
 
 
 @dataclass

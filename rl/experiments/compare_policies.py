@@ -33,7 +33,6 @@ table fitted on the log.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,12 +41,14 @@ from typing import Any
 import numpy as np
 
 from rl import storage
+from rl.config_checks import require_at_least, require_fraction
 from rl.decision.candidate_pool import CandidatePoolConfig
 from rl.decision.observation import ObservationLayout
 from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy, MyopicListenPolicy
 from rl.evaluation.in_simulator import LOGGING_ARM, METRICS, paired_comparison
 from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
 from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions
+from rl.figures import png_bytes, subplots
 from rl.longterm.song_table import FEATURE_NAMES, SongFeatureTable, SongTableConfig
 from rl.registry import ModelRegistry, PolicyScorer
 from rl.training.config import TrainConfig
@@ -102,13 +103,11 @@ class CompareSettings:
     )
 
     def __post_init__(self) -> None:
-        for name in ("users", "days", "heldout_users", "eval_users", "eval_days", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        if self.return_weight < 0:
-            raise ValueError(f"return_weight must be >= 0, got {self.return_weight}")
+        require_at_least(
+            self, 1, "users", "days", "heldout_users", "eval_users", "eval_days", "bootstrap"
+        )
+        require_fraction(self, "epsilon")
+        require_at_least(self, 0, "return_weight")
         if self.default_design not in (*VALUE_DESIGNS, "auto"):
             raise ValueError(
                 f"default_design must be one of {VALUE_DESIGNS} or 'auto', got {self.default_design!r}"
@@ -326,8 +325,7 @@ def run_comparison(
 
     def dr(policy: DecisionPolicy) -> OPEEstimate:
         estimates = evaluate_policy_offline(
-            policy.action_probabilities(logged.obs), logged.obs, logged.actions,
-            logged.behaviour_logp, logged.rewards, layout,
+            policy.action_probabilities(logged.obs), logged, layout,
             n_bootstrap=settings.bootstrap, seed=settings.seed,
         )  # fmt: skip
         return next(e for e in estimates if e.estimator == "DR")
@@ -446,13 +444,8 @@ def comparison_markdown(settings, n_logged, n_heldout, comparison, ope, training
 
 
 def comparison_plot(comparison: dict[str, Any]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     arms = [a for a in comparison["arms"] if f"vs_{MYOPIC_ARM}" in comparison["differences"][a]]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(14, 4.2))
+    fig, axes = subplots(1, len(METRICS), figsize=(14, 4.2))
     for ax, metric in zip(axes, METRICS, strict=True):
         cells = [comparison["differences"][a][f"vs_{MYOPIC_ARM}"][metric] for a in arms]
         means = [c["mean"] for c in cells]
@@ -468,8 +461,4 @@ def comparison_plot(comparison: dict[str, Any]) -> bytes:
         ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric} minus myopic-greedy (paired, 95% CI)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)

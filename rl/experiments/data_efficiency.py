@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rl.figures import save_figure, subplots
+
 Z_95 = 1.959963984540054
 
 
@@ -175,13 +177,8 @@ def standard_error_ratios(study: pd.DataFrame, action: str) -> pd.DataFrame:
 
 def plot_study(study: pd.DataFrame, path: str, title: str = "") -> None:
     """Paper figure 9: estimates ± 95% CI against n, one panel per estimator; and SEs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     actions = [a for a in study["action"].unique() if " - " not in a]
-    fig, axes = plt.subplots(1, len(ESTIMATORS) + 1, figsize=(5 * (len(ESTIMATORS) + 1), 4))
+    fig, axes = subplots(1, len(ESTIMATORS) + 1, figsize=(5 * (len(ESTIMATORS) + 1), 4))
     for axis, estimator in zip(axes, ESTIMATORS, strict=False):
         for offset, action in zip((0.97, 1.03), actions, strict=False):
             rows = study[(study["estimator"] == estimator) & (study["action"] == action)]
@@ -210,9 +207,7 @@ def plot_study(study: pd.DataFrame, path: str, title: str = "") -> None:
     axes[-1].legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def outcomes_from_banner(

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rl.config_checks import require_at_least
 from rl.decision.policies import DecisionPolicy
 from rl.experiments.ab_test import World
 from rl.longterm.return_reward import LongTermRewardConfig, write_long_term_offline_steps
@@ -55,8 +56,7 @@ class PPOArmsConfig:
             )
         if self.train.algo != "offline-ppo":
             raise ValueError(f"PPO arms train offline-ppo, got algo {self.train.algo!r}")
-        if self.partitions < 1:
-            raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+        require_at_least(self, 1, "partitions")
 
 
 def write_arm_steps(world: World, reward: str, out_uri: str, config: PPOArmsConfig) -> dict:

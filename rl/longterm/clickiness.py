@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from rl.config_checks import require_at_least
 from rl.decision.observation import encode_context
 
 
@@ -86,16 +87,14 @@ class ClickinessModel:
         weight_decay: float = 1e-5,
         seed: int = 0,
     ) -> None:
-        if hidden_units < 0:
-            raise ValueError(f"hidden_units must be >= 0, got {hidden_units}")
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
         self.hidden_units = hidden_units
         self.epochs = epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.seed = seed
+        require_at_least(self, 0, "hidden_units")
+        require_at_least(self, 1, "epochs", "batch_size")
         self.item_logit_: np.ndarray | None = None  # (N,) set by callers that use item priors
 
     def _network(self, n_features: int) -> nn.Module:

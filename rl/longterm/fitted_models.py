@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rl.config_checks import require_at_least, require_choice, require_positive
 from rl.feedback.log import read_decisions_table
 from rl.longterm.clickiness import ClickinessModel, impressions_from_decisions, item_listen_logits
 from rl.longterm.listen_days import listen_days_from_log
@@ -65,21 +66,12 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.horizon_days < 2:
-            raise ValueError(f"horizon_days must be >= 2, got {self.horizon_days}")
-        for name in ("stickiness_l2", "mean_shrinkage", "taste_half_life_days"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.clickiness_hidden_units < 0 or self.clickiness_epochs < 1:
-            raise ValueError("clickiness_hidden_units must be >= 0 and clickiness_epochs >= 1")
-        if self.max_impressions < 100:
-            raise ValueError(f"max_impressions must be >= 100, got {self.max_impressions}")
-        if self.min_discovery_day < 0:
-            raise ValueError(f"min_discovery_day must be >= 0, got {self.min_discovery_day}")
-        if self.return_source not in ("any", "organic"):
-            raise ValueError(
-                f"return_source must be 'any' or 'organic', got {self.return_source!r}"
-            )
+        require_at_least(self, 2, "horizon_days")
+        require_positive(self, "stickiness_l2", "mean_shrinkage", "taste_half_life_days")
+        require_at_least(self, 0, "clickiness_hidden_units", "min_discovery_day")
+        require_at_least(self, 1, "clickiness_epochs")
+        require_at_least(self, 100, "max_impressions")
+        require_choice(self, "return_source", ("any", "organic"))
 
 
 @dataclass
@@ -149,15 +141,7 @@ def fit_longterm_models(
         ["user_id", "day", "hour", "weekday", "user_taste", "chosen_index", "chosen_track_id",
          "candidate_relationship", "listened"]
     ).to_pandas()  # fmt: skip
-    user_codes = pd.Index(listen_days.user_ids).get_indexer(decisions["user_id"].to_numpy())
-    known = user_codes >= 0
-    taste = LoggedTaste(history_taste).fit(
-        user_codes[known],
-        decisions["day"].to_numpy()[known],
-        np.stack(decisions["user_taste"].to_numpy()[known])
-        if known.any()
-        else np.zeros((0, item_latents.shape[1])),
-    )
+    taste = LoggedTaste(history_taste).fit_decisions(listen_days.user_ids, decisions)
     user_features = UserFeatures(taste, ActivityModel().fit(listen_days))
     discoveries = discovery_dataset(
         listen_days,

@@ -126,59 +126,57 @@ class ControlScorer:
         return clickiness_of(self.clickiness, batch)
 
 
-class PersonalisedScorer:
-    """Paper eq. 16: c · (1 + ⟨u, v_i⟩), the first-listen day plus expected return days."""
+class _ReturnDaysScorer:
+    """A scorer built on a candidate's predicted return days: ⟨u, v_i⟩ from the user's
+    stickiness features (``personalised``) or S_i, the item's shrunken mean; scores
+    c · (1 + return days), the first-listen day plus the days the user comes back."""
+
+    personalised: bool = True
+    default_name: str = ""
 
     def __init__(
-        self, clickiness: ClickinessModel, stickiness: StickinessModel, name: str = "personalised"
+        self, clickiness: ClickinessModel, stickiness: StickinessModel, name: str | None = None
     ) -> None:
         self.clickiness = clickiness
         self.stickiness = stickiness
-        self.name = name
+        self.name = name or self.default_name
 
     def expected_return_days(self, batch: CandidateBatch) -> np.ndarray:
-        return self.stickiness.predict(batch.stickiness_features, batch.candidate_items)
-
-    def score(self, batch: CandidateBatch) -> np.ndarray:
-        return clickiness_of(self.clickiness, batch) * (1.0 + self.expected_return_days(batch))
-
-
-class UnpersonalisedScorer:
-    """c · (1 + S_i) with S_i the item's shrunken mean return days."""
-
-    def __init__(
-        self, clickiness: ClickinessModel, stickiness: StickinessModel, name: str = "unpersonalised"
-    ) -> None:
-        self.clickiness = clickiness
-        self.stickiness = stickiness
-        self.name = name
-
-    def expected_return_days(self, batch: CandidateBatch) -> np.ndarray:
+        if self.personalised:
+            return self.stickiness.predict(batch.stickiness_features, batch.candidate_items)
         return self.stickiness.predict_unpersonalised(batch.candidate_items)
 
     def score(self, batch: CandidateBatch) -> np.ndarray:
         return clickiness_of(self.clickiness, batch) * (1.0 + self.expected_return_days(batch))
 
 
-class SquareRootScorer:
+class PersonalisedScorer(_ReturnDaysScorer):
+    """Paper eq. 16: c · (1 + ⟨u, v_i⟩), the first-listen day plus expected return days."""
+
+    default_name = "personalised"
+
+
+class UnpersonalisedScorer(_ReturnDaysScorer):
+    """c · (1 + S_i) with S_i the item's shrunken mean return days."""
+
+    personalised = False
+    default_name = "unpersonalised"
+
+
+class SquareRootScorer(_ReturnDaysScorer):
     """c · √S: de-emphasises stickiness differences (S_i, or ⟨u, v_i⟩ with ``personalised``)."""
+
+    default_name = "square-root"
 
     def __init__(
         self,
         clickiness: ClickinessModel,
         stickiness: StickinessModel,
         personalised: bool = False,
-        name: str = "square-root",
+        name: str | None = None,
     ) -> None:
-        self.clickiness = clickiness
-        self.stickiness = stickiness
+        super().__init__(clickiness, stickiness, name)
         self.personalised = personalised
-        self.name = name
-
-    def expected_return_days(self, batch: CandidateBatch) -> np.ndarray:
-        if self.personalised:
-            return self.stickiness.predict(batch.stickiness_features, batch.candidate_items)
-        return self.stickiness.predict_unpersonalised(batch.candidate_items)
 
     def score(self, batch: CandidateBatch) -> np.ndarray:
         return clickiness_of(self.clickiness, batch) * np.sqrt(self.expected_return_days(batch))

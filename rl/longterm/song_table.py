@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rl import storage
+from rl.config_checks import require_choice, require_positive
 from rl.longterm.stickiness import shrunken_ridge, with_intercept
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -71,13 +72,8 @@ class SongTableConfig:
     def __post_init__(self) -> None:
         if self.horizon_days is not None and self.horizon_days < 2:
             raise ValueError(f"horizon_days must be >= 2 or None, got {self.horizon_days}")
-        for name in ("clickiness_shrinkage", "stickiness_l2", "mean_shrinkage"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.return_source not in ("any", "organic"):
-            raise ValueError(
-                f"return_source must be 'any' or 'organic', got {self.return_source!r}"
-            )
+        require_positive(self, "clickiness_shrinkage", "stickiness_l2", "mean_shrinkage")
+        require_choice(self, "return_source", ("any", "organic"))
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:
@@ -384,16 +380,8 @@ def fit_song_table(
         .select(["user_id", "day", "user_taste"])
         .to_pandas()
     )
-    user_codes = pd.Index(listen_days.user_ids).get_indexer(logged["user_id"].to_numpy())
-    known = user_codes >= 0
     history = TasteModel().fit(listen_days, item_latents)
-    taste = LoggedTaste(history).fit(
-        user_codes[known],
-        logged["day"].to_numpy()[known],
-        np.stack(logged["user_taste"].to_numpy()[known])
-        if known.any()
-        else np.zeros((0, item_latents.shape[1])),
-    )
+    taste = LoggedTaste(history).fit_decisions(listen_days.user_ids, logged)
     discoveries = discovery_dataset(
         listen_days, taste, horizon, end_day=log_days, return_source=config.return_source
     )

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rl.config_checks import require_positive
 from rl.longterm.relationship_history import ListenDays
 from rl.longterm.taste import UserDayFeatures
 
@@ -183,14 +184,12 @@ class StickinessModel:
         horizon_days: int = 60,
         taste_distance: bool = False,
     ) -> None:
-        for name, value in (("l2", l2), ("mean_shrinkage", mean_shrinkage), ("prior_l2", prior_l2)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
         self.l2 = l2
         self.mean_shrinkage = mean_shrinkage
         self.prior_l2 = prior_l2
         self.horizon_days = horizon_days
         self.taste_distance = taste_distance
+        require_positive(self, "l2", "mean_shrinkage", "prior_l2")
 
     def _features(self, taste: np.ndarray, items: np.ndarray) -> np.ndarray:
         """(B, F) u and (B,) or (B, K) items -> (B, P) or (B, K, P) regression features."""

@@ -22,6 +22,7 @@ import math
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
 from rl.longterm.relationship_history import ListenDays
 
@@ -130,6 +131,19 @@ class LoggedTaste:
         self.key_ = key_sorted[first]
         self.taste_ = np.asarray(tastes, np.float32)[order][first]
         return self
+
+    def fit_decisions(self, user_ids: np.ndarray, decisions: pd.DataFrame) -> LoggedTaste:
+        """Fit on decision rows (``user_id``, ``day``, ``user_taste`` columns); users are
+        coded by their row in ``user_ids`` (the listen days' users), others are left out."""
+        codes = pd.Index(user_ids).get_indexer(decisions["user_id"].to_numpy())
+        known = codes >= 0
+        latent_dim = len(self.fallback.prior_)
+        tastes = (
+            np.stack(decisions["user_taste"].to_numpy()[known])
+            if known.any()
+            else np.zeros((0, latent_dim))
+        )
+        return self.fit(codes[known], decisions["day"].to_numpy()[known], tastes)
 
     def transform(self, users: np.ndarray, days: np.ndarray) -> np.ndarray:
         users = np.asarray(users, np.int64)

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rl import paths, storage
+from rl.config_checks import require_at_least, require_positive, require_range
 from rl.songs.catalog import FEATURE_COLUMNS, Catalog, FeatureScaler, load_catalog
 
 N_FEATURES = len(FEATURE_COLUMNS)
@@ -54,26 +55,17 @@ class VAEConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        require_at_least(self, 1, "latent_dim")
         if not self.hidden_sizes or any(size < 1 for size in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
-        if not 0.0 < self.kl_weight <= 1.0:
-            raise ValueError(f"kl_weight must be in (0, 1], got {self.kl_weight}")
+        require_range(self, "kl_weight", 0.0, 1.0, open_low=True)
         if len(self.feature_weights) != N_FEATURES or min(self.feature_weights) < 0:
             raise ValueError(
                 f"feature_weights must be {N_FEATURES} non-negative numbers, got {self.feature_weights}"
             )
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.validation_fraction < 0.5:
-            raise ValueError(
-                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}"
-            )
+        require_at_least(self, 1, "epochs", "batch_size")
+        require_positive(self, "learning_rate")
+        require_range(self, "validation_fraction", 0.0, 0.5, open_high=True)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> VAEConfig:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from rl import storage
+from rl.config_checks import require_at_least, require_fraction
 from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy
 from rl.evaluation.promotion_gate import GateConfig, GateEvidence, gate_promotion
 from rl.longterm.song_table import FEATURE_NAMES, SongTableConfig
@@ -51,6 +52,7 @@ class LoopConfig:
     return_weight: float = 1.0
     """Reward per expected return day of a stream (the return-days value design). >= 0."""
     seed: int = 0
+    """Seeds the simulated population; round r trains with seed + r."""
     force: bool = False
     """Promote every candidate, even one the gate refuses (the evidence is kept)."""
     gate: GateConfig = field(default_factory=GateConfig)
@@ -60,15 +62,11 @@ class LoopConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "users", "heldout_days"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, 1, "rounds", "users", "heldout_days")
         if self.days <= self.heldout_days:
             raise ValueError(f"days ({self.days}) must exceed heldout_days ({self.heldout_days})")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
-        if self.return_weight < 0:
-            raise ValueError(f"return_weight must be >= 0, got {self.return_weight}")
+        require_fraction(self, "epsilon")
+        require_at_least(self, 0, "return_weight")
 
 
 @dataclass

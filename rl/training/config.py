@@ -9,6 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rl.config_checks import (
+    require_at_least,
+    require_choice,
+    require_fraction,
+    require_positive,
+    require_range,
+)
+
 # The actor-critic's default trunk; here, not in module.py, so that reading a config (the CLI
 # builds its options from it) does not import torch and RLlib.
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (128, 128)
@@ -66,54 +74,24 @@ class TrainConfig:
             "custom_resources_per_learner",
             {str(k): float(v) for k, v in dict(self.custom_resources_per_learner).items()},
         )
-        if self.algo not in ALGORITHMS:
-            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
-        checks = [
-            (self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0.0 <= self.gamma <= 1.0, f"gamma must be in [0, 1], got {self.gamma}"),
-            (0.0 <= self.lambda_ <= 1.0, f"lambda_ must be in [0, 1], got {self.lambda_}"),
-            (0.0 < self.clip < 1.0, f"clip must be in (0, 1), got {self.clip}"),
-            (self.vf_coeff >= 0, f"vf_coeff must be >= 0, got {self.vf_coeff}"),
-            (self.entropy_coeff >= 0, f"entropy_coeff must be >= 0, got {self.entropy_coeff}"),
-            (
-                0.0 < self.marwil_beta <= 1.0,
-                f"marwil_beta must be in (0, 1], got {self.marwil_beta}",
-            ),
-            (
-                self.grad_clip is None or self.grad_clip > 0,
-                f"grad_clip must be > 0 or None, got {self.grad_clip}",
-            ),
-            (
-                len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) >= 1,
-                f"hidden_sizes must be positive, got {self.hidden_sizes}",
-            ),
-            (
-                self.train_batch_size >= 2,
-                f"train_batch_size must be >= 2, got {self.train_batch_size}",
-            ),
-            (
-                self.updates_per_iteration >= 1,
-                f"updates_per_iteration must be >= 1, got {self.updates_per_iteration}",
-            ),
-            (
-                self.sessions_per_read_batch >= 1,
-                f"sessions_per_read_batch must be >= 1, got {self.sessions_per_read_batch}",
-            ),
-            (self.num_learners >= 0, f"num_learners must be >= 0, got {self.num_learners}"),
-            (
-                all(v > 0 for v in self.custom_resources_per_learner.values()),
+        require_choice(self, "algo", ALGORITHMS)
+        require_at_least(self, 1, "iterations", "updates_per_iteration", "sessions_per_read_batch")
+        require_at_least(self, 1, "checkpoint_every")
+        require_at_least(self, 2, "train_batch_size")
+        require_at_least(self, 0, "vf_coeff", "entropy_coeff", "num_learners")
+        require_positive(self, "lr")
+        require_fraction(self, "gamma", "lambda_")
+        require_range(self, "clip", 0.0, 1.0, open_low=True, open_high=True)
+        require_range(self, "marwil_beta", 0.0, 1.0, open_low=True)
+        if self.grad_clip is not None:
+            require_positive(self, "grad_clip")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
+        if not all(v > 0 for v in self.custom_resources_per_learner.values()):
+            raise ValueError(
                 "custom_resources_per_learner amounts must be > 0, got "
-                f"{self.custom_resources_per_learner}",
-            ),
-            (
-                self.checkpoint_every >= 1,
-                f"checkpoint_every must be >= 1, got {self.checkpoint_every}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+                f"{self.custom_resources_per_learner}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         state = asdict(self)

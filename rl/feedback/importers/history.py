@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rl import storage
+from rl.config_checks import require_at_least
 from rl.feedback.importers.matching import CatalogMatcher
 from rl.feedback.importers.parsing import ParsedChunk
 from rl.feedback.importers.spill import UserBuckets
@@ -71,14 +72,9 @@ class ImportConfig:
     bucket at a time, so memory holds one bucket, not the whole history. >= 1."""
 
     def __post_init__(self) -> None:
-        if self.session_gap_s < 1:
-            raise ValueError(f"session_gap_s must be >= 1, got {self.session_gap_s}")
+        require_at_least(self, 1, "session_gap_s", "write_rows", "user_buckets")
         if not self.user_name:
             raise ValueError("user_name must not be empty")
-        if self.write_rows < 1:
-            raise ValueError(f"write_rows must be >= 1, got {self.write_rows}")
-        if self.user_buckets < 1:
-            raise ValueError(f"user_buckets must be >= 1, got {self.user_buckets}")
 
 
 def detect_format(path: str) -> str:

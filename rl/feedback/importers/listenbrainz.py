@@ -15,7 +15,6 @@ each line is a stream; it records no skips and no play time.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ import pandas as pd
 from rl.feedback.importers.parsing import (
     ParsedChunk,
     epoch_seconds,
-    iter_line_chunks,
+    parse_line_chunks,
     quarantine_records,
 )
 
@@ -107,9 +106,4 @@ def _parse(lines: list[str], first: int, name: str) -> ParsedChunk:
 
 
 def read_listenbrainz(path: str, lines_per_chunk: int = LINES_PER_CHUNK) -> Iterator[ParsedChunk]:
-    name = os.path.basename(path)
-    for lines, first, bytes_read in iter_line_chunks(path, lines_per_chunk):
-        lines = [line for line in lines if line.strip()]
-        chunk = _parse(lines, first, name)
-        chunk.bytes_read = bytes_read
-        yield chunk
+    return parse_line_chunks(path, _parse, lines_per_chunk)

@@ -23,7 +23,8 @@ non-identifying by construction (each reader's docstring lists them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,19 @@ def iter_line_chunks(path: str, lines_per_chunk: int) -> Iterator[tuple[list[str
                 first, lines = first + len(lines), []
         if lines:
             yield lines, first, handle.tell()
+
+
+def parse_line_chunks(
+    path: str, parse: Callable[[list[str], int, str], ParsedChunk], lines_per_chunk: int
+) -> Iterator[ParsedChunk]:
+    """A line-per-play text file (Last.fm TSV, ListenBrainz JSON lines) a chunk at a time:
+    ``parse(non-blank lines, number of the chunk's first line, file name)`` per chunk, with
+    ``bytes_read`` set for the progress bar."""
+    name = os.path.basename(path)
+    for lines, first, bytes_read in iter_line_chunks(path, lines_per_chunk):
+        chunk = parse([line for line in lines if line.strip()], first, name)
+        chunk.bytes_read = bytes_read
+        yield chunk
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,13 +80,50 @@ def _bool_or_none(values: pd.Series) -> np.ndarray:
     return np.array([value if isinstance(value, bool) else None for value in values], dtype=object)
 
 
-def read_spotify_extended(path: str, user_name: str) -> ParsedChunk:
+@dataclass
+class _Export:
+    """One export file's records as a frame, with the play time and duration parsed and
+    the rejections every Spotify export shares (unreadable time, missing duration)."""
+
+    name: str
+    frame: pd.DataFrame
+    bad: list[Rejection]
+    n_records: int
+    timestamp: pd.Series
+    ms_played: pd.Series
+    reasons: list[tuple[np.ndarray, str]]
+
+    def quarantined(
+        self, parsed: pd.DataFrame, reasons: list[tuple[np.ndarray, str]]
+    ) -> ParsedChunk:
+        return quarantine_records(
+            parsed, self.frame, [*self.reasons, *reasons], self.name, self.bad, self.n_records
+        )
+
+
+def _load_export(
+    path: str,
+    fields: tuple[str, ...],
+    time_field: str,
+    time_format: str,
+    time_rule: str,
+    ms_field: str,
+) -> _Export:
     name = os.path.basename(path)
     records, bad = _load_records(path)
-    frame, more = _split_non_dicts(records, name, EXTENDED_FIELDS)
-    bad += more
-    timestamp = pd.to_datetime(frame["ts"], utc=True, errors="coerce", format="ISO8601")
-    ms_played = pd.to_numeric(frame["ms_played"], errors="coerce")
+    frame, more = _split_non_dicts(records, name, fields)
+    timestamp = pd.to_datetime(frame[time_field], utc=True, errors="coerce", format=time_format)
+    ms_played = pd.to_numeric(frame[ms_field], errors="coerce")
+    reasons = [
+        (timestamp.isna().to_numpy(), f"{time_field} missing or not {time_rule}"),
+        ((ms_played.isna() | (ms_played < 0)).to_numpy(), f"{ms_field} missing or negative"),
+    ]
+    return _Export(name, frame, bad + more, len(records), timestamp, ms_played, reasons)
+
+
+def read_spotify_extended(path: str, user_name: str) -> ParsedChunk:
+    export = _load_export(path, EXTENDED_FIELDS, "ts", "ISO8601", "an ISO time", "ms_played")
+    frame, timestamp, ms_played = export.frame, export.timestamp, export.ms_played
     has_track = frame["spotify_track_uri"].notna() | frame["master_metadata_track_name"].notna()
     kind = np.select(
         [
@@ -96,11 +134,7 @@ def read_spotify_extended(path: str, user_name: str) -> ParsedChunk:
         ["episode", "audiobook", "track"],
         default="",
     )
-    reasons = [
-        (timestamp.isna().to_numpy(), "ts missing or not an ISO time"),
-        ((ms_played.isna() | (ms_played < 0)).to_numpy(), "ms_played missing or negative"),
-        (kind == "", "no track, episode or audiobook in the record"),
-    ]
+    reasons = [(kind == "", "no track, episode or audiobook in the record")]
     skipped = _bool_or_none(frame["skipped"])
     reason_end = _strings(frame["reason_end"])
     # Older exports leave `skipped` null: derive it from reason_end, else from a short play.
@@ -125,24 +159,18 @@ def read_spotify_extended(path: str, user_name: str) -> ParsedChunk:
             "incognito": frame["incognito_mode"].map(lambda v: v is True).to_numpy(bool),
         }
     )
-    return quarantine_records(parsed, frame, reasons, name, bad, len(records))
+    return export.quarantined(parsed, reasons)
 
 
 def read_spotify_basic(path: str, user_name: str) -> ParsedChunk:
-    name = os.path.basename(path)
-    records, bad = _load_records(path)
-    frame, more = _split_non_dicts(records, name, BASIC_FIELDS)
-    bad += more
-    timestamp = pd.to_datetime(frame["endTime"], utc=True, errors="coerce", format="%Y-%m-%d %H:%M")
-    ms_played = pd.to_numeric(frame["msPlayed"], errors="coerce")
+    export = _load_export(
+        path, BASIC_FIELDS, "endTime", "%Y-%m-%d %H:%M", "'YYYY-MM-DD HH:MM'", "msPlayed"
+    )
+    frame, timestamp, ms_played = export.frame, export.timestamp, export.ms_played
     is_podcast = (frame["podcastName"].notna() | frame["episodeName"].notna()).to_numpy()
     has_track = (frame["trackName"].notna() & frame["artistName"].notna()).to_numpy()
     kind = np.select([is_podcast, has_track], ["episode", "track"], default="")
-    reasons = [
-        (timestamp.isna().to_numpy(), "endTime missing or not 'YYYY-MM-DD HH:MM'"),
-        ((ms_played.isna() | (ms_played < 0)).to_numpy(), "msPlayed missing or negative"),
-        (kind == "", "no artistName/trackName or podcast in the record"),
-    ]
+    reasons = [(kind == "", "no artistName/trackName or podcast in the record")]
     parsed = pd.DataFrame(
         {
             "user_key": user_name,
@@ -161,4 +189,4 @@ def read_spotify_basic(path: str, user_name: str) -> ParsedChunk:
         },
         index=frame.index,
     )
-    return quarantine_records(parsed, frame, reasons, name, bad, len(records))
+    return export.quarantined(parsed, reasons)

@@ -65,7 +65,7 @@ def test_an_identical_policy_is_rarely_called_different():
 
 
 def test_paired_comparison_runs_every_arm_on_the_same_users():
-    from rl.evaluation.in_simulator import compare_paired_in_simulator
+    from rl.evaluation.in_simulator import paired_comparison
 
     rng = np.random.default_rng(0)
     latents = rng.normal(size=(400, 5)).astype(np.float32)
@@ -76,24 +76,31 @@ def test_paired_comparison_runs_every_arm_on_the_same_users():
         "myopic": myopic(layout, corpus),
         "uniform-again": uniform(layout, corpus),
     }
-    seen = []
-    outcomes = compare_paired_in_simulator(
+    seen, totals = [], {}
+
+    def on_arm(name, arm_totals):
+        seen.append(name)
+        totals[name] = arm_totals
+
+    result = paired_comparison(
         policies,
         lambda policy: Simulator(corpus, 1500, policy, layout, seed=3),
         days=5,
         n_bootstrap=300,
-        on_arm=seen.append,
+        on_arm=on_arm,
     )
     assert seen == list(policies)
-    by_arm = {o.arm: o for o in outcomes}
-    assert all(o.users == 1500 for o in outcomes)
+    assert all(len(t["reward"]) == 1500 for t in totals.values())
     # Same users and the same random stream: an identical policy replays the logging arm.
-    again = by_arm["uniform-again"]
-    assert again.decisions == by_arm[LOGGING_ARM].decisions
-    assert again.reward_per_decision_vs_logging.value == 0.0
-    assert again.reward_per_user_vs_logging.low == again.reward_per_user_vs_logging.high == 0.0
-    assert by_arm["myopic"].reward_per_decision_vs_logging.low > 0
-    assert by_arm[LOGGING_ARM].reward_per_decision_vs_logging is None
+    np.testing.assert_array_equal(
+        totals["uniform-again"]["decisions"], totals[LOGGING_ARM]["decisions"]
+    )
+    again = result["differences"]["uniform-again"]["vs_logging"]
+    for metric in ("reward_per_decision", "active_days_60d"):
+        assert again[metric]["mean"] == 0.0
+        assert again[metric]["ci"][0] == again[metric]["ci"][1] == 0.0
+    assert result["differences"]["myopic"]["vs_logging"]["reward_per_decision"]["ci"][0] > 0
+    assert "vs_logging" not in result["differences"][LOGGING_ARM]
 
 
 def test_comparison_json_shape_and_minutes():

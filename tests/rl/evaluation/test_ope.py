@@ -14,6 +14,7 @@ from rl.evaluation.ope import (
     ips,
     snips,
 )
+from rl.feedback.offline_steps_files import LoggedDecisions
 
 K = 4
 
@@ -92,9 +93,8 @@ def test_evaluate_policy_offline_on_observations():
     rewards = (rng.random(n) < mu[np.arange(n), actions]).astype(float)
     target = np.eye(K)[mu.argmax(1)] * 0.9 + 0.1 / K
     true_value = float((target * mu).sum(1).mean())
-    estimates = evaluate_policy_offline(
-        target, obs, actions, np.log(behaviour[:, 0]), rewards, layout, n_bootstrap=200
-    )
+    logged = LoggedDecisions(obs, actions, np.log(behaviour[:, 0]), rewards)
+    estimates = evaluate_policy_offline(target, logged, layout, n_bootstrap=200)
     assert [e.estimator for e in estimates] == ["IPS", "SNIPS", "DR"]
     for est in estimates:
         assert est.ci_low - 0.01 <= true_value <= est.ci_high + 0.01, est

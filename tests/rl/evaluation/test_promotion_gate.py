@@ -58,7 +58,7 @@ def test_paired_difference_recovers_the_truth() -> None:
     better, worse = FeaturePolicy(1.0), FeaturePolicy(-1.0)
     cand, prod, diff, (low, high) = paired_dr_difference(
         better.action_probabilities(log.obs), worse.action_probabilities(log.obs),
-        log.obs, log.actions, log.behaviour_logp, log.rewards, LAYOUT, n_bootstrap=300,
+        log, LAYOUT, n_bootstrap=300,
     )  # fmt: skip
     truth = expected_reward(better, log.obs) - expected_reward(worse, log.obs)
     assert low < truth < high
