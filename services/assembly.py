@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from rl.songs.catalog import load_catalog
-from rl.songs.embedding import SongEmbedding, ensure_song_embedding
+from rl.songs.embedding import SongEmbedding
 from services.config import ServiceConfig
 from services.core.catalog_table import CatalogTable
 from services.core.feedback_journal import FeedbackSink
+from services.core.memory_user_store import InProcessUserStore
 from services.core.neighbour_cache import build_neighbour_cache
 from services.core.request_pipeline import (
     EmbedFn,
@@ -26,12 +27,12 @@ from services.core.request_pipeline import (
     ScoreFn,
 )
 from services.core.scoring import ArmAssignment
-from services.core.user_state import InProcessUserStore, UserStore
+from services.core.user_state import UserStore
 
 
 def load_served_songs(config: ServiceConfig) -> tuple[SongEmbedding, CatalogTable]:
     """The song embedding (trained once if absent) and the catalog table aligned with it."""
-    embedding = ensure_song_embedding(config.embedding_uri, config.catalog_uri, progress=False)
+    embedding = config.song_embedding()
     try:
         metadata = load_catalog(config.catalog_uri).metadata
     except (FileNotFoundError, OSError, ValueError):
@@ -72,12 +73,7 @@ def prepare_user_store(config: ServiceConfig, store: UserStore, catalog: Catalog
         target = store if store.kind == "memory" else make_user_store(config, store.default_taste)
         try:
             return await prepare_at_start(
-                target,
-                config.log_uri,
-                catalog.track_ids,
-                catalog.latents,
-                engine=config.user_state_engine,
-                max_tracks=getattr(target, "max_tracks_per_user", None),
+                target, config.log_uri, catalog, engine=config.user_state_engine
             )
         finally:
             if target is not store:

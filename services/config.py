@@ -9,16 +9,39 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rl import paths
+from rl.config_checks import (
+    LOG_ENGINES,
+    require_at_least,
+    require_choice,
+    require_fraction,
+    require_positive,
+)
 from rl.decision.observation import DEFAULT_BETAS, ObservationLayout
+
+if TYPE_CHECKING:
+    from rl.songs.embedding import SongEmbedding
 
 QUIET_LOGS: dict[str, Any] = {"enable_access_log": False, "log_level": "WARNING"}
 """Serve logging of every deployment and the proxies: one access-log line per request
 costs measurable CPU per request on 2 cores; errors and warnings are still logged."""
+
+
+def batching_deployment(num_cpus: float) -> dict[str, Any]:
+    """``@serve.deployment`` options of a model deployment whose callers send batches
+    (Embedder, Retriever, Scorer): quiet logs, ``num_cpus`` per replica, one or two
+    replicas autoscaled at 8 ongoing requests each, and room for a full batch of
+    concurrent callers (Serve's default ``max_ongoing_requests``, 5, caps every batch at 5)."""
+    return {
+        "logging_config": QUIET_LOGS,
+        "ray_actor_options": {"num_cpus": num_cpus},
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
+        "max_ongoing_requests": 16,
+    }
 
 
 @dataclass(frozen=True)
@@ -127,10 +150,7 @@ class ServiceConfig:
     1 - epsilon, else a uniformly random candidate; the exact propensity is logged. [0, 1]."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.exploration_epsilon <= 1.0:
-            raise ValueError(
-                f"exploration_epsilon must be in [0, 1], got {self.exploration_epsilon}"
-            )
+        require_fraction(self, "exploration_epsilon")
         root = self.data_root
         defaults = {
             "embedding_uri": f"{root}/embedding",
@@ -147,22 +167,11 @@ class ServiceConfig:
         object.__setattr__(self, "longterm_variants", tuple(self.longterm_variants))
         object.__setattr__(self, "ab_arms", dict(self.ab_arms))
         object.__setattr__(self, "longterm_model", dict(self.longterm_model))
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        for name in ("poll_interval_s", "flush_interval_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.batch_max_size < 1:
-            raise ValueError(f"batch_max_size must be >= 1, got {self.batch_max_size}")
-        for name in ("batch_wait_s", "grpc_batch_wait_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.neighbour_cache_width < 0:
-            raise ValueError(
-                f"neighbour_cache_width must be >= 0, got {self.neighbour_cache_width}"
-            )
-        if self.max_pending < 1 or self.max_users < 1:
-            raise ValueError("max_pending and max_users must be >= 1")
+        require_at_least(self, 1, "k")
+        require_positive(self, "poll_interval_s", "flush_interval_s")
+        require_at_least(self, 1, "batch_max_size")
+        require_at_least(self, 0, "batch_wait_s", "grpc_batch_wait_s", "neighbour_cache_width")
+        require_at_least(self, 1, "max_pending", "max_users")
         if self.user_store != "memory" and not self.user_store.startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -180,16 +189,10 @@ class ServiceConfig:
                 "(redis://...): with the in-process store, feedback reaching another replica "
                 "would not find its decision"
             )
-        if self.scorer_min_replicas < 1:
-            raise ValueError(f"scorer_min_replicas must be >= 1, got {self.scorer_min_replicas}")
-        if self.shed_queue_length < 0:
-            raise ValueError(f"shed_queue_length must be >= 0, got {self.shed_queue_length}")
-        if not self.pending_ttl_s > 0:
-            raise ValueError(f"pending_ttl_s must be > 0, got {self.pending_ttl_s}")
-        if self.user_state_engine not in ("ray", "pyarrow"):
-            raise ValueError(
-                f"user_state_engine must be 'ray' or 'pyarrow', got {self.user_state_engine!r}"
-            )
+        require_at_least(self, 1, "scorer_min_replicas")
+        require_at_least(self, 0, "shed_queue_length")
+        require_positive(self, "pending_ttl_s")
+        require_choice(self, "user_state_engine", LOG_ENGINES)
         self._check_arms()
         _ = self.layout  # validates k and betas
 
@@ -205,14 +208,9 @@ class ServiceConfig:
                 raise ValueError(
                     f"{name} names unknown Q-scorer(s) {unknown}; known: {list(LONGTERM_VARIANTS)}"
                 )
-        if not 0.0 <= self.blend_weight <= 1.0:  # also refuses NaN
-            raise ValueError(f"blend_weight must be in [0, 1], got {self.blend_weight}")
-        if not self.longterm_temperature > 0:
-            raise ValueError(f"longterm_temperature must be > 0, got {self.longterm_temperature}")
-        if self.longterm_engine not in ("ray", "pyarrow"):
-            raise ValueError(
-                f"longterm_engine must be 'ray' or 'pyarrow', got {self.longterm_engine!r}"
-            )
+        require_fraction(self, "blend_weight")
+        require_positive(self, "longterm_temperature")
+        require_choice(self, "longterm_engine", LOG_ENGINES)
         if self.longterm_model:
             from rl.longterm.fitted_models import ModelConfig
 
@@ -266,3 +264,10 @@ class ServiceConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def song_embedding(self) -> SongEmbedding:
+        """The served song VAE and latents at ``embedding_uri`` (trained once from
+        ``catalog_uri`` if absent): what the Embedder, Retriever and Scorer load."""
+        from rl.songs.embedding import ensure_song_embedding
+
+        return ensure_song_embedding(self.embedding_uri, self.catalog_uri, progress=False)

@@ -12,23 +12,14 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from rl.songs.embedding import ensure_song_embedding
-from services.config import QUIET_LOGS, ServiceConfig
+from services.config import ServiceConfig, batching_deployment
 
 
-@serve.deployment(
-    logging_config=QUIET_LOGS,
-    ray_actor_options={"num_cpus": 0.1},
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
-    max_ongoing_requests=16,
-)
+@serve.deployment(**batching_deployment(num_cpus=0.1))
 class Embedder:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = ServiceConfig.from_args(config)
-        self.embedding = ensure_song_embedding(
-            self.config.embedding_uri, self.config.catalog_uri, progress=False
-        )
+        self.embedding = self.config.song_embedding()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
     async def encode(self, batches: list[np.ndarray]) -> list[np.ndarray]:

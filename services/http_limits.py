@@ -13,6 +13,30 @@ from typing import Any
 Scope = dict[str, Any]
 
 
+async def send_json_error(
+    send: Any,
+    status: int,
+    detail: str,
+    field: str | None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """An ASGI JSON error response ``{"detail", "field"}`` (the shape of the app's own
+    errors), for middleware that answers before the app sees the request."""
+    body = json.dumps({"detail": detail, "field": field}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodySizeLimit:
     def __init__(self, app: Any, max_bytes: int) -> None:
         if max_bytes < 1:
@@ -21,20 +45,8 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps(
-            {"detail": f"request body is over the {self.max_bytes}-byte limit", "field": "body"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body is over the {self.max_bytes}-byte limit"
+        await send_json_error(send, 413, detail, "body")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

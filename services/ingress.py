@@ -66,6 +66,11 @@ install_error_handlers(api)
 api.include_router(room)  # the listening room at / and its catalog search (services/room.py)
 
 
+def _errors_and(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """The error responses every endpoint documents, plus this endpoint's own ``status``."""
+    return {**ERROR_RESPONSES, status: {"model": ErrorResponse, "description": description}}
+
+
 def document_served_k(app: FastAPI, k: int) -> None:
     """The OpenAPI schema states the served policy's k as ``k``'s maximum (the request
     model allows up to ``MAX_K`` for any policy; this replica refuses more than its own)."""
@@ -150,10 +155,7 @@ class Ingress:
     @api.post(
         "/v1/recommend",
         response_model=RecommendResponse,
-        responses={
-            **ERROR_RESPONSES,
-            503: {"model": ErrorResponse, "description": "overloaded; retry after Retry-After"},
-        },
+        responses=_errors_and(503, "overloaded; retry after Retry-After"),
     )
     async def recommend(self, body: RecommendRequest) -> Response:
         """Rank the kNN candidates of the song playing and pick the next one."""
@@ -165,10 +167,7 @@ class Ingress:
     @api.post(
         "/v1/feedback",
         response_model=FeedbackResponse,
-        responses={
-            **ERROR_RESPONSES,
-            409: {"model": ErrorResponse, "description": "the track is not the request's pick"},
-        },
+        responses=_errors_and(409, "the track is not the request's pick"),
     )
     async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
         """Log how the user responded to a recommendation (durable once acknowledged)."""

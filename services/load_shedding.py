@@ -13,9 +13,10 @@ Feedback is never shed: it is cheap, and losing it loses training data.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
+
+from services.http_limits import send_json_error
 
 SHED_PATHS = ("/v1/recommend",)
 
@@ -66,19 +67,8 @@ class ShedOverload:
             await self.app(scope, receive, send)
             return
         if not in_flight.try_enter("http"):
-            body = json.dumps({"detail": in_flight.refusal(), "field": None}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", str(self.retry_after_s).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            retry_after = (b"retry-after", str(self.retry_after_s).encode())
+            await send_json_error(send, 503, in_flight.refusal(), None, (retry_after,))
             return
         try:
             await self.app(scope, receive, send)

@@ -25,8 +25,7 @@ import numpy as np
 from ray import serve
 
 from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
-from rl.songs.embedding import ensure_song_embedding
-from services.config import QUIET_LOGS, ServiceConfig
+from services.config import ServiceConfig, batching_deployment
 from services.core.scoring import (
     LOGGING_VERSION,
     ArmAssignment,
@@ -97,19 +96,11 @@ def split_scored(scored: ScoredBatch, sizes: list[int]) -> list[ScoredBatch]:
     return out
 
 
-@serve.deployment(
-    logging_config=QUIET_LOGS,
-    ray_actor_options={"num_cpus": 0.3},
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
-    max_ongoing_requests=16,
-)
+@serve.deployment(**batching_deployment(num_cpus=0.3))
 class Scorer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = ServiceConfig.from_args(config)
-        embedding = ensure_song_embedding(
-            self.config.embedding_uri, self.config.catalog_uri, progress=False
-        )
+        embedding = self.config.song_embedding()
         self.core = build_scoring_core(self.config, embedding.latents, embedding.track_ids)
         # Import the trained module's code now (RLlib takes seconds to import): a later
         # hot-swap then only reads weights, and never slows requests with a cold import.

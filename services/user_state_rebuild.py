@@ -21,12 +21,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from rl import storage
+from rl.config_checks import LOG_ENGINES
 from rl.feedback.log import decisions_uri, read_decisions, read_decisions_table
 from services.core.user_state import UserState, UserStore
 from services.core.user_state_fold import (
@@ -36,7 +37,7 @@ from services.core.user_state_fold import (
     users_from_frame,
 )
 
-ENGINES = ("ray", "pyarrow")
+ENGINES = LOG_ENGINES
 START_LOCK_TTL_S = 900
 """How long a replica may hold the rebuild lock of a shared store before another may take it."""
 
@@ -61,26 +62,32 @@ def _has_decisions(log_uri: str) -> bool:
     return storage.exists(decisions_uri(log_uri))
 
 
+class SongLatents(Protocol):
+    """The songs a listen moves the taste toward: the served catalog, or an embedding."""
+
+    @property
+    def track_ids(self) -> np.ndarray: ...  # (N,)
+
+    @property
+    def latents(self) -> np.ndarray: ...  # (N, D)
+
+
 def rebuilt_users(
-    log_uri: str,
-    track_ids: np.ndarray,
-    latents: np.ndarray,
-    store: UserStore,
-    engine: str = "ray",
-    max_tracks: int | None = None,
+    log_uri: str, songs: SongLatents, store: UserStore, engine: str = "ray"
 ) -> Iterator[tuple[str, UserState]]:
-    """(user_id, state) for every user of the log, folded with ``store``'s settings."""
+    """(user_id, state) for every user of the log, folded with ``store``'s settings (taste
+    rate, betas, and its cap on songs kept per user, if it has one)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not _has_decisions(log_uri):
         return
     fold = {
-        "row_of": {str(t): i for i, t in enumerate(track_ids)},
-        "latents": np.asarray(latents, np.float32),
+        "row_of": {str(t): i for i, t in enumerate(songs.track_ids)},
+        "latents": np.asarray(songs.latents, np.float32),
         "default_taste": store.default_taste,
         "taste_rate": store.taste_rate,
         "betas": store.betas,
-        "max_tracks": max_tracks,
+        "max_tracks": getattr(store, "max_tracks_per_user", None),
     }
     if engine == "pyarrow":
         frame = read_decisions_table(log_uri).select(FOLD_COLUMNS).to_pandas()
@@ -100,16 +107,11 @@ def rebuilt_users(
 
 
 async def rebuild_store(
-    store: UserStore,
-    log_uri: str,
-    track_ids: np.ndarray,
-    latents: np.ndarray,
-    engine: str = "ray",
-    max_tracks: int | None = None,
+    store: UserStore, log_uri: str, songs: SongLatents, engine: str = "ray"
 ) -> dict[str, Any]:
     """Fold the log into ``store``; returns {"users", "seconds", "log_uri", "engine"}."""
     started = time.perf_counter()
-    users = rebuilt_users(log_uri, track_ids, latents, store, engine, max_tracks)
+    users = rebuilt_users(log_uri, songs, store, engine)
     loaded = await store.load(users, source=log_uri)
     return {
         "users": loaded,
@@ -122,22 +124,20 @@ async def rebuild_store(
 async def prepare_at_start(
     store: UserStore,
     log_uri: str,
-    track_ids: np.ndarray,
-    latents: np.ndarray,
+    songs: SongLatents,
     engine: str = "pyarrow",
-    max_tracks: int | None = None,
     wait_s: float = START_LOCK_TTL_S,
 ) -> dict[str, Any]:
     """Rebuild an in-process store; reload (keep) or, if never built, rebuild a shared one."""
     if store.kind == "memory":
-        report = await rebuild_store(store, log_uri, track_ids, latents, engine, max_tracks)
+        report = await rebuild_store(store, log_uri, songs, engine)
         return {"action": "rebuilt", **report}
     built = await store.built_from()
     if built is not None:
         return {"action": "reloaded", "built_from": built}
     if await store.start_lock(START_LOCK_TTL_S):
         try:
-            report = await rebuild_store(store, log_uri, track_ids, latents, engine, max_tracks)
+            report = await rebuild_store(store, log_uri, songs, engine)
         finally:
             await store.release_start_lock()
         return {"action": "rebuilt", **report}

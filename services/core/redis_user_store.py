@@ -40,6 +40,7 @@ import numpy as np
 from rl.decision.observation import ObservationLayout
 from services.core.user_state import (
     RECENT_DECISIONS,
+    ContextRequest,
     DecisionContext,
     PendingDecision,
     RelationshipEntry,
@@ -106,24 +107,18 @@ class RedisUserStore(UserStore):
         return f"{self.namespace}:q:{request_id}"
 
     # -- decision time --------------------------------------------------------------------
-    async def decision_context(
-        self,
-        user_ids: list[str],
-        session_ids: list[str],
-        candidates: list[list[str]],
-        day: int,
-    ) -> DecisionContext:
+    async def _context(self, decisions: list[ContextRequest], day: int) -> DecisionContext:
         pipe = self.redis.pipeline(transaction=False)
-        for user_id, session_id, ids in zip(user_ids, session_ids, candidates, strict=True):
+        for user_id, session_id, ids in decisions:
             key = self._user_key(user_id)
             pipe.hmget(key, ["taste", *[f"r:{t}" for t in ids]])
             pipe.hincrby(key, f"p:{session_id}", 1)
-        if user_ids:
-            pipe.sadd(f"{self.namespace}:users", *set(user_ids))
+        if decisions:
+            pipe.sadd(f"{self.namespace}:users", *{user_id for user_id, _, _ in decisions})
         replies = await pipe.execute()
-        tastes = np.zeros((len(user_ids), self.layout.latent_dim), np.float32)
+        tastes = np.zeros((len(decisions), self.layout.latent_dim), np.float32)
         relationships, positions = [], []
-        for i, ids in enumerate(candidates):
+        for i, (_, _, ids) in enumerate(decisions):
             fields, position = replies[2 * i], replies[2 * i + 1]
             tastes[i] = self._taste(fields[0])
             relationship = np.zeros((len(ids), self.layout.n_betas), np.float32)

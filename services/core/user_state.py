@@ -2,17 +2,18 @@
 
 Where it sits: the request pipeline (services/core/request_pipeline.py) asks a ``UserStore``
 for the observation's ``user_taste`` and ``candidate_relationship`` parts at decision time,
-remembers each decision until its feedback arrives, and records listens. Two stores
-implement the one interface: ``InProcessUserStore`` (this module; the embedded default, one
-ingress replica) and ``RedisUserStore`` (services/core/redis_user_store.py; any number of
-ingress replicas or machines). tests/services/test_user_store.py runs the same conformance
-tests against both.
+remembers each decision until its feedback arrives, and records listens. This module holds
+the interface and what the stores share; two stores implement it: ``InProcessUserStore``
+(services/core/memory_user_store.py; the embedded default, one ingress replica) and
+``RedisUserStore`` (services/core/redis_user_store.py; any number of ingress replicas or
+machines). tests/services/test_user_store.py runs the same conformance tests against both.
 
 The state is a materialised view of the decision log: a user's taste, relationships,
 listens and session positions follow from their logged decisions alone (``apply_listen``
 below is the one definition of a listen's effect; services/core/user_state_fold.py replays a
-log through it), so ``encore user-state rebuild`` (services/user_state_rebuild.py) recomputes it and losing the store loses nothing. Pending
-decisions are not in the log (they await feedback), so they live in the store only.
+log through it), so ``encore user-state rebuild`` (services/user_state_rebuild.py)
+recomputes it and losing the store loses nothing. Pending decisions are not in the log
+(they await feedback), so they live in the store only.
 
 Relationship state (the paper): s_{t+1} = beta * s_t + (1 - beta) * 1{listened on day t},
 applied lazily: each (user, track) entry holds the state at the start of its day and
@@ -73,6 +74,19 @@ class UserState:
     positions: dict[str, int] = field(default_factory=dict)  # session_id -> next position
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     """The user's latest decisions, oldest first (``recent_entry``)."""
+
+    def copy(self) -> UserState:
+        """A copy sharing nothing mutable with this state (what a store hands out)."""
+        return UserState(
+            taste=self.taste.copy(),
+            relationships=OrderedDict(
+                (t, RelationshipEntry(e.state.copy(), e.day, e.listened_today))
+                for t, e in self.relationships.items()
+            ),
+            listens=self.listens,
+            positions=dict(self.positions),
+            recent=deque(self.recent, maxlen=RECENT_DECISIONS),
+        )
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,10 @@ class DecisionContext:
     positions: list[int]  # the next position in each request's session (now taken)
 
 
+ContextRequest = tuple[str, str, list[str]]
+"""One decision's (user_id, session_id, candidate track ids), as ``UserStore`` reads them."""
+
+
 class UserStore(abc.ABC):
     """Per-user taste and relationship states plus pending decisions (the interface).
 
@@ -184,7 +202,6 @@ class UserStore(abc.ABC):
 
     kind: str = "abstract"
 
-    @abc.abstractmethod
     async def decision_context(
         self,
         user_ids: list[str],
@@ -193,7 +210,13 @@ class UserStore(abc.ABC):
         day: int,
     ) -> DecisionContext:
         """Tastes and relationship states at the start of ``day``, and the next position
-        of each session (taken: two calls never get the same position)."""
+        of each session (taken: two calls never get the same position). The three lists
+        are parallel: one entry per decision."""
+        return await self._context(list(zip(user_ids, session_ids, candidates, strict=True)), day)
+
+    @abc.abstractmethod
+    async def _context(self, decisions: list[ContextRequest], day: int) -> DecisionContext:
+        """``decision_context`` of (user_id, session_id, candidate track ids) per decision."""
 
     @abc.abstractmethod
     async def remember(self, decisions: list[PendingDecision]) -> None:
@@ -252,131 +275,6 @@ class UserStore(abc.ABC):
                 if entry is not None:
                     out[slot] = entry.at_start_of(day, self.betas)
         return out
-
-
-class InProcessUserStore(UserStore):
-    """The store in this process's memory, bounded (least recently seen users dropped).
-
-    Serves one ingress replica: pending decisions are found only by the replica that made
-    them. ``max_users``, ``max_tracks_per_user`` and ``max_pending`` bound memory (LRU).
-    """
-
-    kind = "memory"
-
-    def __init__(
-        self,
-        layout: ObservationLayout,
-        default_taste: np.ndarray,
-        taste_rate: float = 0.1,
-        max_users: int = 100_000,
-        max_tracks_per_user: int = 512,
-        max_pending: int = 200_000,
-    ) -> None:
-        super().__init__(layout, default_taste, taste_rate)
-        for name, value in (
-            ("max_users", max_users),
-            ("max_tracks_per_user", max_tracks_per_user),
-            ("max_pending", max_pending),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        self.max_users = max_users
-        self.max_tracks_per_user = max_tracks_per_user
-        self.max_pending = max_pending
-        self._users: OrderedDict[str, UserState] = OrderedDict()
-        self._pending: OrderedDict[str, PendingDecision] = OrderedDict()
-        self._built_from: str | None = None
-        self.dropped_pending = 0
-
-    def _state(self, user_id: str) -> UserState:
-        state = self._users.get(user_id)
-        if state is None:
-            state = UserState(taste=self.default_taste.copy())
-            self._users[user_id] = state
-            if len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-        else:
-            self._users.move_to_end(user_id)
-        return state
-
-    async def decision_context(
-        self,
-        user_ids: list[str],
-        session_ids: list[str],
-        candidates: list[list[str]],
-        day: int,
-    ) -> DecisionContext:
-        tastes = np.zeros((len(user_ids), self.layout.latent_dim), np.float32)
-        relationships, positions = [], []
-        for i, (user_id, session_id) in enumerate(zip(user_ids, session_ids, strict=True)):
-            state = self._state(user_id)
-            tastes[i] = state.taste
-            relationships.append(self.relationship_now(state, candidates[i], day))
-            positions.append(state.positions.get(session_id, 0))
-            state.positions[session_id] = positions[-1] + 1
-        return DecisionContext(tastes, relationships, positions)
-
-    async def remember(self, decisions: list[PendingDecision]) -> None:
-        for decision in decisions:
-            self._remember_one(decision)
-            self._state(decision.user_id).recent.append(recent_entry(decision))
-
-    def _remember_one(self, decision: PendingDecision) -> None:
-        self._pending[decision.request_id] = decision
-        if len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
-            self.dropped_pending += 1
-
-    async def claim(self, request_id: str) -> PendingDecision | None:
-        return self._pending.pop(request_id, None)
-
-    async def give_back(self, decision: PendingDecision) -> None:
-        self._remember_one(decision)
-
-    async def record_listen(
-        self, user_id: str, track_id: str, latent: np.ndarray | None, day: int
-    ) -> None:
-        apply_listen(
-            self._state(user_id),
-            track_id,
-            latent,
-            day,
-            self.taste_rate,
-            self.betas,
-            self.max_tracks_per_user,
-        )
-
-    async def user(self, user_id: str) -> UserState | None:
-        state = self._users.get(user_id)
-        if state is None:
-            return None
-        return UserState(
-            taste=state.taste.copy(),
-            relationships=OrderedDict(
-                (t, RelationshipEntry(e.state.copy(), e.day, e.listened_today))
-                for t, e in state.relationships.items()
-            ),
-            listens=state.listens,
-            positions=dict(state.positions),
-            recent=deque(state.recent, maxlen=RECENT_DECISIONS),
-        )
-
-    async def load(self, users: Iterable[tuple[str, UserState]], source: str) -> int:
-        loaded = 0
-        for user_id, state in users:
-            self._users[user_id] = state
-            self._users.move_to_end(user_id)
-            if len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-            loaded += 1
-        self._built_from = source
-        return loaded
-
-    async def built_from(self) -> str | None:
-        return self._built_from
-
-    async def stats(self) -> dict[str, Any]:
-        return {"kind": self.kind, "users": len(self._users), "pending": len(self._pending)}
 
 
 def build_observations(

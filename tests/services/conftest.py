@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -44,6 +46,34 @@ def small_embedding_uri(small_catalog, tmp_path_factory) -> str:
     uri = str(tmp_path_factory.mktemp("embedding"))
     train_song_embedding(small_catalog, VAEConfig(epochs=3), progress=False).save(uri)
     return uri
+
+
+def app_config(
+    work: Any, embedding_uri: str, registry_uri: str | None = None, **settings: Any
+) -> dict[str, Any]:
+    """The served app's settings for a test whose files live under the folder ``work``: its
+    own registry (unless ``registry_uri``), log and journal, a 0.5 s flush, seed 0;
+    ``settings`` add or override (``ServiceConfig`` fields)."""
+    return {
+        "embedding_uri": embedding_uri,
+        "registry_uri": registry_uri or str(work / "registry"),
+        "log_uri": str(work / "log"),
+        "journal_dir": str(work / "journal"),
+        "flush_interval_s": 0.5,
+        "seed": 0,
+        **settings,
+    }
+
+
+def wait_until_written(client: Any, acknowledged: int, timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until the app's feedback sink has written every row it
+    acknowledged, and at least ``acknowledged``: rows reach parquet on the flush timer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = client.get("/v1/health").json()["feedback"]
+        if counts["written_rows"] >= counts["acknowledged_rows"] >= acknowledged:
+            return
+        time.sleep(0.25)
 
 
 def free_port() -> int:

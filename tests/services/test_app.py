@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.services.conftest import app_config, wait_until_written
+
 pytestmark = pytest.mark.ray
 
 ADMIN_TOKEN = "test-admin-token"
@@ -54,15 +56,7 @@ def served(small_embedding_uri, tmp_path_factory):
     module_state = os.path.join(registry.module_uri(versions["corrupt"]), "module_state.pkl")
     with open(module_state, "r+b") as handle:
         handle.truncate(10)
-    config = {
-        "embedding_uri": small_embedding_uri,
-        "registry_uri": registry.uri,
-        "log_uri": str(work / "log"),
-        "journal_dir": str(work / "journal"),
-        "poll_interval_s": 0.25,
-        "flush_interval_s": 0.5,
-        "seed": 0,
-    }
+    config = app_config(work, small_embedding_uri, registry.uri, poll_interval_s=0.25)
     with serve_on_local_ray(fast_path=True):
         urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         assert "http_direct" in urls and "grpc_direct" in urls, urls
@@ -231,12 +225,7 @@ def test_feedback_is_written_to_parquet_and_read_by_ray_data(served):
     )
     assert again.status_code == 404
     # Acknowledged rows reach parquet on the flush timer (0.5 s here): wait for the sink.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        counts = client.get("/v1/health").json()["feedback"]
-        if counts["written_rows"] >= counts["acknowledged_rows"] >= len(sent):
-            break
-        time.sleep(0.25)
+    wait_until_written(client, len(sent), timeout_s=20)
     rows = read_decisions(served["config"]["log_uri"]).to_pandas()
     rows = rows.set_index("request_id").loc[list(sent)]
     assert (rows["source"] == "service").all()

@@ -22,22 +22,13 @@ def resilient_app(small_embedding_uri, redis_url, tmp_path_factory):
     from rl.songs.embedding import load_song_embedding
     from services.app import start_app
     from services.failure_drill import Addresses
-    from tests.services.conftest import free_port, serve_on_local_ray
+    from tests.services.conftest import app_config, free_port, serve_on_local_ray
 
     work = tmp_path_factory.mktemp("failures")
-    config = {
-        "embedding_uri": small_embedding_uri,
-        "registry_uri": str(work / "registry"),
-        "log_uri": str(work / "log"),
-        "journal_dir": str(work / "journal"),
-        "flush_interval_s": 0.5,
-        "seed": 0,
-        "user_store": redis_url,
-        "user_store_namespace": "failures",
-        "ingress_min_replicas": 2,
-        "ingress_max_replicas": 2,
-        "scorer_min_replicas": 2,
-    }
+    config = app_config(
+        work, small_embedding_uri, user_store=redis_url, user_store_namespace="failures",
+        ingress_min_replicas=2, ingress_max_replicas=2, scorer_min_replicas=2,
+    )  # fmt: skip
     with serve_on_local_ray(fast_path=True):
         start_app(config, http_port=free_port(), grpc_port=free_port())
         deadline = time.monotonic() + 120

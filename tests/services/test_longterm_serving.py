@@ -17,6 +17,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.services.conftest import app_config, wait_until_written
+
 N_USERS, N_DAYS = 300, 40
 LONGTERM_MODEL = {"horizon_days": 21, "clickiness_epochs": 2, "clickiness_hidden_units": 16}
 """A 21-day return window so a 40-day history has discoveries with full windows."""
@@ -109,6 +111,13 @@ def distinct_songs(history, candidate_ids) -> bool:
     return all(counts[t] == 1 for t in candidate_ids)
 
 
+def over_distinct_songs(history, logged, ids: list[str]) -> list[tuple[int, str, list[str]]]:
+    """(row of ``logged``, request id, candidate track ids) of the decisions whose
+    candidates are all distinct songs: those the reference can be compared on exactly."""
+    rows = [(b, r, list(logged.iloc[b]["candidate_track_ids"])) for b, r in enumerate(ids)]
+    return [(b, r, candidates) for b, r, candidates in rows if distinct_songs(history, candidates)]
+
+
 def served_probabilities(response: dict, candidate_ids: list[str]) -> np.ndarray:
     by_id = {c["track_id"]: c["score"] for c in response["candidates"]}
     return np.asarray([by_id[t] for t in candidate_ids])
@@ -170,23 +179,19 @@ def served(history, small_embedding_uri, tmp_path_factory):
     from tests.services.conftest import free_port, serve_on_local_ray
 
     work = tmp_path_factory.mktemp("served-longterm")
-    config = {
-        "embedding_uri": small_embedding_uri,
-        "registry_uri": str(work / "registry"),
-        "log_uri": str(work / "log"),
-        "journal_dir": str(work / "journal"),
-        "poll_interval_s": 0.25,
-        "flush_interval_s": 0.5,
-        "seed": 0,
-        "ab_arms": AB_ARMS,
-        "longterm_log_uri": history["log_uri"],
-        "longterm_variants": ["personalised"],
-        "longterm_model": LONGTERM_MODEL,
-        "longterm_temperature": TEMPERATURE,
-        "longterm_engine": "pyarrow",  # a small log; "ray" (Ray Data) adds ~15 s here
-        "blend_variant": "personalised",
-        "blend_weight": WEIGHT,
-    }
+    config = app_config(
+        work,
+        small_embedding_uri,
+        poll_interval_s=0.25,
+        ab_arms=AB_ARMS,
+        longterm_log_uri=history["log_uri"],
+        longterm_variants=["personalised"],
+        longterm_model=LONGTERM_MODEL,
+        longterm_temperature=TEMPERATURE,
+        longterm_engine="pyarrow",  # a small log; "ray" (Ray Data) adds ~15 s here
+        blend_variant="personalised",
+        blend_weight=WEIGHT,
+    )
     with serve_on_local_ray():
         urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         with httpx.Client(base_url=urls["http"], timeout=60) as client:
@@ -219,12 +224,7 @@ def answered(served, history):
             "skip_level": 3,
         }
         assert client.post("/v1/feedback", json=feedback).status_code == 200
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        counts = client.get("/v1/health").json()["feedback"]
-        if counts["written_rows"] >= counts["acknowledged_rows"] >= len(responses):
-            break
-        time.sleep(0.25)
+    wait_until_written(client, len(responses), timeout_s=30)
     decisions = os.path.join(served["config"]["log_uri"], "decisions")
     rows = ray.data.read_parquet(decisions).to_pandas().set_index("request_id")
     return responses, rows
@@ -275,18 +275,14 @@ def test_q_arm_picks_the_q_scorers_argmax(answered, history):
     ids = [r for r, response in responses.items() if response["arm"] == "q-personalised"]
     logged = rows.loc[ids]
     scores, probabilities = reference_q_probabilities(history, logged)
-    checked = 0
-    for b, request_id in enumerate(ids):
-        candidates = list(logged.iloc[b]["candidate_track_ids"])
+    decisions = over_distinct_songs(history, logged, ids)
+    for b, request_id, candidates in decisions:
         n = len(candidates)
-        if not distinct_songs(history, candidates):
-            continue
-        checked += 1
         assert candidates[int(np.argmax(scores[b, :n]))] == responses[request_id]["chosen_track_id"]
         np.testing.assert_allclose(
             served_probabilities(responses[request_id], candidates), probabilities[b, :n], atol=1e-5
         )
-    assert checked >= 5, f"only {checked} q-arm decisions over distinct songs"
+    assert len(decisions) >= 5, f"only {len(decisions)} q-arm decisions over distinct songs"
 
 
 @pytest.mark.ray
@@ -313,19 +309,15 @@ def test_blend_answers_are_the_geometric_blend_of_production_and_the_q_scorer(an
     )
     production = logging_policy.action_probabilities(obs)
     _, longterm = reference_q_probabilities(history, logged)
-    checked = 0
-    for b, request_id in enumerate(ids):
-        candidates = list(logged.iloc[b]["candidate_track_ids"])
+    decisions = over_distinct_songs(history, logged, ids)
+    for b, request_id, candidates in decisions:
         n = len(candidates)
-        if not distinct_songs(history, candidates):
-            continue
-        checked += 1
         mixed = production[b, :n] ** (1 - WEIGHT) * longterm[b, :n] ** WEIGHT
         np.testing.assert_allclose(
             served_probabilities(responses[request_id], candidates), mixed / mixed.sum(), atol=1e-5
         )
         assert candidates[int(np.argmax(mixed))] == responses[request_id]["chosen_track_id"]
-    assert checked >= 5, f"only {checked} blend decisions over distinct songs"
+    assert len(decisions) >= 5, f"only {len(decisions)} blend decisions over distinct songs"
 
 
 @pytest.mark.ray

@@ -32,20 +32,17 @@ def served(small_embedding_uri, tmp_path_factory):
     from rl.decision.observation import ObservationLayout
     from rl.registry import ModelRegistry
     from services.app import start_app
-    from tests.services.conftest import free_port, register_module_version, serve_on_local_ray
+    from tests.services.conftest import (
+        app_config,
+        free_port,
+        register_module_version,
+        serve_on_local_ray,
+    )
 
     work = tmp_path_factory.mktemp("room")
     registry = ModelRegistry(str(work / "registry"))
     version = register_module_version(registry, ObservationLayout(), str(work), seed=1)
-    config = {
-        "embedding_uri": small_embedding_uri,
-        "registry_uri": registry.uri,
-        "log_uri": str(work / "log"),
-        "journal_dir": str(work / "journal"),
-        "poll_interval_s": 0.25,
-        "flush_interval_s": 0.5,
-        "seed": 0,
-    }
+    config = app_config(work, small_embedding_uri, registry.uri, poll_interval_s=0.25)
     with serve_on_local_ray(fast_path=True):
         urls = start_app(config, http_port=free_port(), grpc_port=free_port())
         yield {"url": urls["http_direct"], "registry": registry, "version": version}

@@ -27,22 +27,14 @@ def two_replicas(small_embedding_uri, redis_url, tmp_path_factory):
 
     from rl.songs.embedding import load_song_embedding
     from services.app import direct_ingress_urls, start_app
-    from tests.services.conftest import free_port, serve_on_local_ray
+    from tests.services.conftest import app_config, free_port, serve_on_local_ray
 
     work = tmp_path_factory.mktemp("scale-out")
-    config = {
-        "embedding_uri": small_embedding_uri,
-        "registry_uri": str(work / "registry"),
-        "log_uri": str(work / "log"),
-        "journal_dir": str(work / "journal"),  # shared by both replicas (one machine)
-        "flush_interval_s": 0.5,
-        "seed": 0,
-        "user_store": redis_url,
-        "user_store_namespace": "scale-out",
-        "ingress_min_replicas": 2,
-        "ingress_max_replicas": 2,
-        "shed_queue_length": SHED_AT,
-    }
+    # One journal folder, shared by both replicas (one machine).
+    config = app_config(
+        work, small_embedding_uri, user_store=redis_url, user_store_namespace="scale-out",
+        ingress_min_replicas=2, ingress_max_replicas=2, shed_queue_length=SHED_AT,
+    )  # fmt: skip
     metrics_port = free_port()
     with serve_on_local_ray(fast_path=True, _metrics_export_port=metrics_port):
         start_app(config, http_port=free_port(), grpc_port=free_port())

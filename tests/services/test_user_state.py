@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from rl.decision.observation import ObservationLayout
+from services.core.memory_user_store import InProcessUserStore
 from services.core.user_state import (
-    InProcessUserStore,
     build_observations,
     day_of,
     listened_from,

@@ -15,7 +15,8 @@ import uuid
 import numpy as np
 import pytest
 
-from services.core.user_state import InProcessUserStore, UserState
+from services.core.memory_user_store import InProcessUserStore
+from services.core.user_state import UserState
 from services.schemas import FeedbackRequest, RecommendRequest
 from services.user_state_rebuild import rebuild_store
 from tests.services.test_request_pipeline import make_pipeline
@@ -98,9 +99,7 @@ def test_the_in_process_rebuild_equals_the_live_state(lived, songs):
     live_store, log_uri = lived
     embedding = songs[0]
     rebuilt = InProcessUserStore(live_store.layout, live_store.default_taste)
-    report = asyncio.run(
-        rebuild_store(rebuilt, log_uri, embedding.track_ids, embedding.latents, engine="pyarrow")
-    )
+    report = asyncio.run(rebuild_store(rebuilt, log_uri, embedding, engine="pyarrow"))
     assert report["users"] == len(USERS)
     live = live_states(live_store)
     assert any(state.listens > 0 for state in live.values())

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from rl.decision.observation import ObservationLayout
-from services.core.user_state import InProcessUserStore, PendingDecision, UserStore
+from services.core.memory_user_store import InProcessUserStore
+from services.core.user_state import PendingDecision, UserStore
 
 LAYOUT = ObservationLayout(k=3, latent_dim=2, betas=(0.5, 0.9))
 KINDS = ["memory", "redis"]
