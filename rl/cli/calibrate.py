@@ -20,6 +20,7 @@ from typing import Any
 
 from rl import storage
 from rl.cli.errors import UsageError
+from rl.cli.options import add_command, add_embedding_option
 
 #: Parameters ``calibrate_world`` fits (printed after --fit).
 FITTED = (
@@ -33,14 +34,7 @@ FITTED = (
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "calibrate",
-        help="compare the simulated world with the real figures it is calibrated to",
-        description="Simulate the default world and print the calibration table: each real "
-        "figure (MSSD skip shares and skip runs, the shared Spotify history's sessions, plays "
-        "per active day and return days after a discovery) with its simulated value and "
-        "tolerance. --fit refits the free parameters first.",
-    )
+    parser = add_command(subparsers, "calibrate", run_calibrate)
     parser.add_argument("--users", type=int, default=2_000, help="simulated users (default 2000)")
     parser.add_argument(
         "--days",
@@ -55,13 +49,17 @@ def register(subparsers: Any) -> None:
         "--iterations", type=int, default=4, help="fit iterations with --fit (default 4)"
     )
     parser.add_argument("--out", default=None, help="write calibration.md and .json here")
-    parser.add_argument(
-        "--embedding", default=None, help="song embedding URI (default: the project's)"
-    )
-    parser.set_defaults(func=run_calibrate)
+    add_embedding_option(parser)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    """compare the simulated world with the real figures it is calibrated to
+
+    Simulate the default world and print the calibration table: each real figure (MSSD skip
+    shares and skip runs, the shared Spotify history's sessions, plays per active day and return
+    days after a discovery) with its simulated value and tolerance. --fit refits the free
+    parameters first.
+    """
     from rl.simulator.targets import DISCOVERY_BURN_IN_DAYS, RETURN_WINDOW_DAYS
 
     min_days = DISCOVERY_BURN_IN_DAYS + RETURN_WINDOW_DAYS + 2

@@ -21,6 +21,7 @@ import sys
 from rl import paths
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError
+from rl.cli.options import add_catalog_option, add_command
 from rl.cli.paths_check import require_path, require_writable
 
 
@@ -30,19 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     commands = cluster.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND")
 
-    validate = commands.add_parser(
-        "validate",
-        help="check cluster.yaml, serve_config.yaml and storage URIs before starting anything",
-    )
+    validate = add_command(commands, "validate", run_validate)
     validate.add_argument(
         "cluster_yaml", nargs="?", default="cluster.yaml", help="default: cluster.yaml"
     )
     validate.add_argument(
         "serve_config", nargs="?", default="serve_config.yaml", help="default: serve_config.yaml"
     )
-    validate.add_argument(
-        "--catalog", default=None, help=f"catalog URI (default {paths.default_catalog_uri()})"
-    )
+    add_catalog_option(validate)
     validate.add_argument(
         "--logs", default=None, help=f"feedback log URI (default {paths.default_log_uri()})"
     )
@@ -56,15 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not check that serve_config's import_path is importable here",
     )
-    validate.set_defaults(func=run_validate)
 
-    proof = commands.add_parser(
-        "proof",
-        help="run Encore on a local fake multi-node Ray cluster with the autoscaler",
-        description="Start a fake multi-node cluster derived from cluster.yaml (Ray's "
-        "fake_multinode provider), serve deploy the app, drive loopback load, submit "
-        "simulate/convert/train jobs, check the registry, tear everything down.",
-    )
+    proof = add_command(commands, "proof", run_proof_command)
     config_options(
         proof, "rl.cluster.proof:ProofConfig", attr="proof_config", title="proof (ProofConfig)",
         flags={
@@ -73,7 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         },
     )  # fmt: skip
     proof.add_argument("--work-dir", default=None, help="keep cluster logs and data here")
-    proof.set_defaults(func=run_proof_command)
     cluster.set_defaults(func=lambda args: (cluster.print_help(), 2)[1])
 
 
@@ -85,6 +73,7 @@ def _require_file(path: str, what: str) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    """check cluster.yaml, serve_config.yaml and storage URIs before starting anything"""
     from rl.cluster.config_check import ConfigCheckError, validate_deployment
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)
@@ -122,6 +111,12 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_proof_command(args: argparse.Namespace) -> int:
+    """run Encore on a local fake multi-node Ray cluster with the autoscaler
+
+    Start a fake multi-node cluster derived from cluster.yaml (Ray's fake_multinode provider),
+    serve deploy the app, drive loopback load, submit simulate/convert/train jobs, check the
+    registry, tear everything down.
+    """
     from rl.cluster.config_check import ConfigCheckError
     from rl.cluster.proof import print_report, run_proof
 

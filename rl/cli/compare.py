@@ -16,6 +16,7 @@ import time
 
 from rl import paths, storage
 from rl.cli.config_options import config_options
+from rl.cli.options import add_command
 from rl.cli.paths_check import require_new_output, require_writable
 
 COMPARE_TRAIN_FIELDS = (
@@ -31,16 +32,7 @@ def _compare_train_defaults() -> dict:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "compare-policies",
-        help="simulate a log, train the actor-critic/MARWIL/BC, compare them in the simulator",
-        description="End to end: logging-policy log -> per-song feature table (Ray Data) -> "
-        "offline steps with song features -> actor-critic (offline PPO, two value designs), "
-        "MARWIL and BC on RLlib -> DR off-policy estimates on a held-out log and a paired "
-        "simulator comparison against logging, myopic-greedy and q-personalised (all arms on "
-        "the same new users) with 95% CIs; writes comparison.json, comparison.md and "
-        "comparison.png under --out.",
-    )
+    p = add_command(subparsers, "compare-policies", run_compare)
     config_options(
         p, "rl.experiments.compare_policies:CompareSettings", attr="settings",
         title="comparison (CompareSettings)", flags={"default_design": "--design"},
@@ -58,10 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output URI (default: <data>/compare/<time>); must not hold data",
     )
-    p.set_defaults(func=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    """simulate a log, train the actor-critic/MARWIL/BC, compare them in the simulator
+
+    End to end: logging-policy log -> per-song feature table (Ray Data) -> offline steps with
+    song features -> actor-critic (offline PPO, two value designs), MARWIL and BC on RLlib -> DR
+    off-policy estimates on a held-out log and a paired simulator comparison against logging,
+    myopic-greedy and q-personalised (all arms on the same new users) with 95% CIs; writes
+    comparison.json, comparison.md and comparison.png under --out.
+    """
     import torch
 
     from rl.cli.train import start_training_ray

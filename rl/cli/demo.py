@@ -20,6 +20,7 @@ import time
 from rl import paths, storage
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError
+from rl.cli.options import add_catalog_option, add_command
 
 #: Real tracks from different genres whose neighbours the demo prints.
 DEMO_TRACKS = (
@@ -30,10 +31,8 @@ DEMO_TRACKS = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser(
-        "demo", help="run the main job end to end on the embedded default and print each stage"
-    )
-    demo.add_argument("--catalog", default=None, help="catalog parquet URI")
+    demo = add_command(subparsers, "demo", run_demo)
+    add_catalog_option(demo)
     demo.add_argument(
         "--data", default=None, help=f"generated-data root (default {paths.data_dir()})"
     )
@@ -49,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--skip-serving", action="store_true", help="stop after training (no Ray Serve stage)"
     )
-    demo.set_defaults(func=run_demo)
 
 
 def _stage(title: str) -> None:
@@ -154,6 +152,7 @@ def _song_stages(args: argparse.Namespace, data_root: str) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """run the main job end to end on the embedded default and print each stage"""
     started = time.perf_counter()
     data_root = args.data or paths.data_dir()
     if not args.skip_serving:

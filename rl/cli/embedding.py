@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rl import paths, storage
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError
+from rl.cli.options import add_catalog_option, add_command, add_embedding_option
 from rl.cli.paths_check import require_path, require_writable
 
 if TYPE_CHECKING:
@@ -20,21 +21,11 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    catalog = subparsers.add_parser(
-        "catalog",
-        help="print catalog statistics (tracks, genres, feature ranges)",
-        description="Print the catalog's size, genres and the range of each audio feature.",
-    )
-    _add_catalog_option(catalog)
-    catalog.set_defaults(func=run_catalog)
+    catalog = add_command(subparsers, "catalog", run_catalog)
+    add_catalog_option(catalog)
 
-    train = subparsers.add_parser(
-        "train-embedding",
-        help="train the song VAE (11 audio features -> latent) and save it with every song's latent",
-        description="Train the song VAE on the catalog's audio features, save it with every "
-        "song's latent to --out, and report reconstruction error and genre coherence.",
-    )
-    _add_catalog_option(train)
+    train = add_command(subparsers, "train-embedding", run_train_embedding)
+    add_catalog_option(train)
     train.add_argument(
         "--out", default=None,
         help=f"embedding folder URI (default: {paths.default_embedding_uri()})",
@@ -47,28 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--k", type=int, default=4,
         help="neighbours per track for the genre-coherence report (default: 4)",
     )  # fmt: skip
-    train.set_defaults(func=run_train_embedding)
 
-    neighbours = subparsers.add_parser(
-        "neighbours",
-        help="print a track and its k nearest songs in latent space",
-        description="Print each TRACK_ID and its k nearest songs in the embedding's latent space.",
-    )
+    neighbours = add_command(subparsers, "neighbours", run_neighbours)
     neighbours.add_argument("track_ids", nargs="+", metavar="TRACK_ID")
     neighbours.add_argument("-k", type=int, default=4, help="number of neighbours (default: 4)")
-    neighbours.add_argument(
-        "--embedding", default=None,
-        help="embedding folder URI, must exist (default: the project's, trained first if absent)",
-    )  # fmt: skip
-    _add_catalog_option(neighbours)
-    neighbours.set_defaults(func=run_neighbours)
-
-
-def _add_catalog_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--catalog", default=None,
-        help=f"catalog parquet URI (default: the shared real catalog, {paths.default_catalog_uri()})",
-    )  # fmt: skip
+    add_embedding_option(neighbours)
+    add_catalog_option(neighbours)
 
 
 def load_catalog_option(uri: str | None):
@@ -109,6 +84,10 @@ def load_embedding_option(uri: str | None):
 
 
 def run_catalog(args: argparse.Namespace) -> int:
+    """print catalog statistics (tracks, genres, feature ranges)
+
+    Print the catalog's size, genres and the range of each audio feature.
+    """
     import numpy as np
 
     from rl.songs.catalog import FEATURE_COLUMNS
@@ -127,6 +106,11 @@ def run_catalog(args: argparse.Namespace) -> int:
 
 
 def run_train_embedding(args: argparse.Namespace) -> int:
+    """train the song VAE (11 audio features -> latent) and save it with every song's latent
+
+    Train the song VAE on the catalog's audio features, save it with every song's latent to
+    --out, and report reconstruction error and genre coherence.
+    """
     from rl.songs.embedding import train_song_embedding
 
     out = args.out or paths.default_embedding_uri()
@@ -181,6 +165,10 @@ def print_neighbours(embedding, catalog, track_ids: list[str], k: int) -> None:
 
 
 def run_neighbours(args: argparse.Namespace) -> int:
+    """print a track and its k nearest songs in latent space
+
+    Print each TRACK_ID and its k nearest songs in the embedding's latent space.
+    """
     from rl.songs.retrieval import RetrievalError
 
     if args.k < 1:

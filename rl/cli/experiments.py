@@ -34,7 +34,16 @@ from rl import paths
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError, UsageError
 from rl.cli.offline_steps import add_return_reward_options
-from rl.cli.options import OLD_REWARD_NAMES, REWARDS, add_registry_option, renamed_choice
+from rl.cli.options import (
+    OLD_REWARD_NAMES,
+    REWARDS,
+    add_catalog_option,
+    add_command,
+    add_embedding_option,
+    add_ray_cpus_option,
+    add_registry_option,
+    renamed_choice,
+)
 from rl.cli.paths_check import require_new_output, require_path, require_writable
 
 
@@ -177,6 +186,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 def ab_test(args: argparse.Namespace) -> int:
+    """simulated A/B test of the long-term (stickiness) arms: banner and shelf"""
     from rl.experiments.reports import write_ab_report
 
     _check_outputs(args)
@@ -206,6 +216,11 @@ def _read_banner(uri: str):
 
 
 def data_efficiency(args: argparse.Namespace) -> int:
+    """holistic vs local vs decomposed Q-value estimators against sample size (paper 6.2)
+
+    Runs the banner A/B test (or reads --banner) and compares the standard errors of three
+    estimators of two meta-actions' values as the sample grows; writes report.md and a plot.
+    """
     from rl.experiments.data_efficiency import outcomes_from_banner, sample_size_study
     from rl.experiments.reports import sample_sizes_up_to, write_data_efficiency_report
 
@@ -265,17 +280,9 @@ def add_ab_test_options(parser: argparse.ArgumentParser, *, shelf: bool) -> None
         "--songs", type=int, default=0,
         help="use a random subset of this many catalog songs (default: 0 = all)",
     )  # fmt: skip
-    parser.add_argument(
-        "--cpus", type=int, default=2, help="CPUs for the local Ray runtime (default: 2)"
-    )
-    parser.add_argument(
-        "--embedding",
-        default=None,
-        help="song embedding URI (default: the project's, trained if absent)",
-    )
-    parser.add_argument(
-        "--catalog", default=None, help="catalog parquet URI (default: the shared real catalog)"
-    )
+    add_ray_cpus_option(parser, "--cpus")
+    add_embedding_option(parser)
+    add_catalog_option(parser)
     add_registry_option(parser)
     parser.add_argument(
         "--no-ppo", action="store_true", help="do not add the registry's PPO policy as an arm"
@@ -302,12 +309,7 @@ def _add_out(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def register(subparsers: Any) -> None:
-    ab = subparsers.add_parser(
-        "ab-test",
-        help="simulated A/B test of the long-term (stickiness) arms: banner and shelf",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ab = add_command(subparsers, "ab-test", ab_test, description=__doc__)
     add_ab_test_options(ab, shelf=True)
     _add_out(ab, "ab-test")
     ab.add_argument(
@@ -322,14 +324,9 @@ def register(subparsers: Any) -> None:
         prefix="ppo-", only=("iterations", "lr", "entropy_coeff"), defaults={"iterations": 10},
     )  # fmt: skip
     add_return_reward_options(ab, window_from_ab_test=True)
-    ab.set_defaults(func=ab_test, train_ppo=None)
+    ab.set_defaults(train_ppo=None)
 
-    de = subparsers.add_parser(
-        "data-efficiency",
-        help="holistic vs local vs decomposed Q-value estimators against sample size (paper 6.2)",
-        description="Runs the banner A/B test (or reads --banner) and compares the standard errors of "
-        "three estimators of two meta-actions' values as the sample grows; writes report.md and a plot.",
-    )
+    de = add_command(subparsers, "data-efficiency", data_efficiency)
     add_ab_test_options(de, shelf=False)
     _add_out(de, "data-efficiency")
     de.add_argument(
@@ -350,4 +347,4 @@ def register(subparsers: Any) -> None:
     de.add_argument(
         "--sizes", type=int, nargs="*", default=None, help="sample sizes (default: 50 .. all users)"
     )
-    de.set_defaults(func=data_efficiency, train_ppo=None)
+    de.set_defaults(train_ppo=None)

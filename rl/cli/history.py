@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from rl import paths, storage
+from rl.cli.options import add_catalog_option, add_command
 
 #: (key, label, format) rows of the printed and markdown table.
 TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -55,15 +56,7 @@ def register(subparsers: Any) -> None:
     from rl.feedback.importers.history import FORMATS, ImportConfig
 
     defaults = ImportConfig()
-    importer = subparsers.add_parser(
-        "import-history",
-        help="import real listening histories (Spotify, Last.fm, ListenBrainz, MSSD) into a log",
-        description="Read listening-history files into a new feedback log: one play row per play "
-        "(sessions cut at --session-gap), the streams summed per user and day as organic rows, "
-        "tracks matched to the catalog by Spotify id, else by normalised artist + title. "
-        "Podcast episodes and audiobooks are dropped; user names, IP addresses, countries and "
-        "platforms are never read. Rows that cannot be used go to <out>/quarantine with a reason.",
-    )
+    importer = add_command(subparsers, "import-history", run_import_history)
     importer.add_argument("paths", nargs="+", help="history files")
     importer.add_argument(
         "--format",
@@ -87,9 +80,7 @@ def register(subparsers: Any) -> None:
     importer.add_argument(
         "--drop-duplicates", action="store_true", help="drop exact duplicate plays"
     )
-    importer.add_argument(
-        "--catalog", default=None, help="catalog URI (default: the shared catalog)"
-    )
+    add_catalog_option(importer, " whose songs the plays are matched to")
     importer.add_argument(
         "--user-buckets",
         type=int,
@@ -97,15 +88,8 @@ def register(subparsers: Any) -> None:
         help="buckets of users spilled to disk and sessionised one at a time; more for "
         "histories with many users (default %(default)s)",
     )
-    importer.set_defaults(func=run_import_history)
 
-    stats = subparsers.add_parser(
-        "log-stats",
-        help="how listeners behave in a log (sessions, skips, activity, return days)",
-        description="Compute sessions, skips, activity, gaps, repeats, discoveries and their "
-        "return days and organic vs recommended plays for a log (imported or simulated), "
-        "optionally beside a second log; print them and write markdown, PNG and JSON.",
-    )
+    stats = add_command(subparsers, "log-stats", run_log_stats)
     stats.add_argument("log", help="log URI")
     stats.add_argument("--vs", default=None, help="a second log, shown beside the first")
     stats.add_argument(
@@ -119,10 +103,17 @@ def register(subparsers: Any) -> None:
         "--end-margin-days", type=int, default=60, help="... to this many days before the end"
     )
     stats.add_argument("--follow-days", type=int, default=59, help="return days followed")
-    stats.set_defaults(func=run_log_stats)
 
 
 def run_import_history(args: argparse.Namespace) -> int:
+    """import real listening histories (Spotify, Last.fm, ListenBrainz, MSSD) into a log
+
+    Read listening-history files into a new feedback log: one play row per play (sessions cut at
+    --session-gap), the streams summed per user and day as organic rows, tracks matched to the
+    catalog by Spotify id, else by normalised artist + title. Podcast episodes and audiobooks
+    are dropped; user names, IP addresses, countries and platforms are never read. Rows that
+    cannot be used go to <out>/quarantine with a reason.
+    """
     from rl.feedback.importers.history import ImportConfig, format_summary, import_history
 
     try:
@@ -173,6 +164,12 @@ def _window_note(result: Any) -> str:
 
 
 def run_log_stats(args: argparse.Namespace) -> int:
+    """how listeners behave in a log (sessions, skips, activity, return days)
+
+    Compute sessions, skips, activity, gaps, repeats, discoveries and their return days and
+    organic vs recommended plays for a log (imported or simulated), optionally beside a second
+    log; print them and write markdown, PNG and JSON.
+    """
     from rl.evaluation.log_stats import log_stats
 
     options = dict(
@@ -214,13 +211,11 @@ def run_log_stats(args: argparse.Namespace) -> int:
 def plot_distributions(columns: dict[str, dict[str, Any]], path: str) -> None:
     """Four panels, one line per log: session lengths, skip rate by position, gaps between
     active days, return days of discoveries."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    from rl.figures import pyplot, save_figure
+
+    figure, axes = pyplot().subplots(2, 2, figsize=(11, 7.5))
     panels = (  # (distribution, x label, y label, first and last x, normalise)
         ("session_length", "plays per session", "share of sessions", (1, 40), True),
         ("skip_rate_by_position", "position in session (20 = 20+)", "P(skip)", (0, 20), False),
@@ -244,6 +239,4 @@ def plot_distributions(columns: dict[str, dict[str, Any]], path: str) -> None:
         axis.grid(alpha=0.3)
     axes.flat[0].legend()
     figure.suptitle("Listening behaviour per log")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -11,39 +11,22 @@ import argparse
 import sys
 import time
 
+from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError, UsageError
-from rl.cli.options import add_registry_option, registry_from
+from rl.cli.options import add_command, add_registry_option, registry_from
 from rl.cli.paths_check import require_offline_steps, require_writable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    models = subparsers.add_parser(
-        "models",
-        help="list registered model versions",
-        description="List the registry's versions (algorithm, date, parent, rows, final loss); "
-        "* marks production.",
-    )
+    models = add_command(subparsers, "models", run_models)
     add_registry_option(models)
-    models.set_defaults(func=run_models)
 
-    promote = subparsers.add_parser(
-        "promote",
-        help="point production at a model version",
-        description="Move the registry's production pointer to VERSION (atomic); serving "
-        "replicas follow it within seconds.",
-    )
+    promote = add_command(subparsers, "promote", run_promote)
     promote.add_argument("version", help="a version listed by `encore models`, e.g. v0001")
     add_gate_options(promote)
     add_registry_option(promote)
-    promote.set_defaults(func=run_promote)
 
-    evaluate = subparsers.add_parser(
-        "evaluate",
-        help="off-policy estimates (IPS, SNIPS, DR with 95%% CIs) of a version on held-out logs",
-        description="Off-policy estimates (IPS, SNIPS, doubly robust, 95% bootstrap intervals) "
-        "of a registered version on held-out offline steps; with --simulate-users also runs "
-        "it against the logging policy in the simulator. Writes markdown and a plot to --out.",
-    )
+    evaluate = add_command(subparsers, "evaluate", run_evaluate)
     evaluate.add_argument("version", nargs="?", default=None, help="default: production")
     evaluate.add_argument(
         "--data", required=True, help="held-out offline steps URI (from `encore offline-steps`)"
@@ -65,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="world seed (use the one the logs came from) (default: 0)",
     )  # fmt: skip
     add_registry_option(evaluate)
-    evaluate.set_defaults(func=run_evaluate)
 
 
 def run_models(args: argparse.Namespace) -> int:
+    """list registered model versions
+
+    List the registry's versions (algorithm, date, parent, rows, final loss); * marks
+    production.
+    """
     registry = registry_from(args, must_exist=True)
     versions = registry.list_versions()
     if not versions:
@@ -115,6 +102,11 @@ def _warn_if_broken(registry, production: str) -> None:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    """point production at a model version
+
+    Move the registry's production pointer to VERSION (atomic); serving replicas follow it
+    within seconds.
+    """
     from rl.registry import RegistryError
 
     registry = registry_from(args, must_exist=True)
@@ -132,9 +124,9 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
         "--heldout", default=None,
         help="held-out offline steps the gate compares the version with production on (DR)",
     )  # fmt: skip
-    parser.add_argument(
-        "--margin", type=float, default=0.01,
-        help="refuse a version whose DR estimate is worse than production's by more (default 0.01)",
+    config_options(
+        parser, "rl.evaluation.promotion_gate:GateConfig", attr="gate_config",
+        title="promotion gate (GateConfig)", only=("margin",),
     )  # fmt: skip
     parser.add_argument(
         "--force", action="store_true", help="promote even when the gate refuses (kept on record)"
@@ -147,7 +139,7 @@ def promote_with_gate(registry, version: str, args: argparse.Namespace) -> None:
     if args.heldout is not None:
         require_offline_steps(args.heldout, "--heldout")
     try:
-        promote_through_gate(registry, version, args.heldout, args.margin, args.force)
+        promote_through_gate(registry, version, args.heldout, args.gate_config.margin, args.force)
     except PermissionError as exc:
         raise CommandError(f"refused: {exc}") from None
 
@@ -177,6 +169,12 @@ def _check_layouts_match(registry, version: str | None, data_uri: str) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """off-policy estimates (IPS, SNIPS, DR with 95% CIs) of a version on held-out logs
+
+    Off-policy estimates (IPS, SNIPS, doubly robust, 95% bootstrap intervals) of a registered
+    version on held-out offline steps; with --simulate-users also runs it against the logging
+    policy in the simulator. Writes markdown and a plot to --out.
+    """
     from rl.evaluation.evaluate_version import evaluate_version
     from rl.registry import RegistryError
 

@@ -27,6 +27,8 @@ from rl.cli.options import (
     RETURN_DAYS_REWARD,
     REWARDS,
     SESSION_REWARD,
+    add_command,
+    add_embedding_option,
     renamed_choice,
 )
 from rl.cli.paths_check import (
@@ -45,12 +47,7 @@ RETURN_REWARD_CHOICES = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    steps = subparsers.add_parser(
-        "offline-steps",
-        help="convert a decision log into RLlib offline steps (Ray Data) for `encore train`",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    steps = add_command(subparsers, "offline-steps", run_offline_steps, description=__doc__)
     steps.add_argument(
         "--log", default=None,
         help=f"decision log URI: the --out of `encore simulate` / `encore import-mssd` "
@@ -61,11 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="output URI (default: <data>/offline/steps); must be new or empty",
     )
-    steps.add_argument(
-        "--embedding",
-        default=None,
-        help="song embedding URI (default: the project's, trained if absent)",
-    )
+    add_embedding_option(steps)
     config_options(
         steps, "rl.decision.observation:ObservationLayout", attr="layout",
         title="observation layout", only=("k",),
@@ -81,7 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(old names seed1 / longterm still accepted)",
     )  # fmt: skip
     add_return_reward_options(steps, window_from_ab_test=False)
-    steps.set_defaults(func=run_offline_steps)
 
 
 def add_return_reward_options(parser: argparse.ArgumentParser, window_from_ab_test: bool) -> None:
@@ -130,6 +122,7 @@ def _check_days(args: argparse.Namespace, log_uri: str) -> None:
 
 
 def run_offline_steps(args: argparse.Namespace) -> int:
+    """convert a decision log into RLlib offline steps (Ray Data) for `encore train`"""
     from rl.cluster.ray_runtime import start_ray
     from rl.feedback.log import read_decisions
     from rl.feedback.offline_steps import write_offline_steps

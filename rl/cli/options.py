@@ -8,9 +8,10 @@ value is mapped to the new one with a one-line notice on stderr.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rl.cli.errors import CommandError
 
@@ -74,4 +75,57 @@ def add_torch_threads_option(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch intra-op threads of the local learner (default: 1: with Ray's data "
         "workers on a few cores, more threads oversubscribe them and run ~5x slower)",
+    )
+
+
+def add_embedding_option(
+    parser: argparse.ArgumentParser, default: str = "the project's, trained on first use"
+) -> None:
+    """``--embedding``: the song VAE's folder URI (``default`` says what None means here)."""
+    parser.add_argument(
+        "--embedding", default=None, help=f"song embedding URI (default: {default})"
+    )
+
+
+def add_catalog_option(parser: argparse.ArgumentParser, use: str = "") -> None:
+    """``--catalog``: the song catalog's parquet URI (``use``: what this command reads in it)."""
+    from rl import paths
+
+    parser.add_argument(
+        "--catalog",
+        default=None,
+        help=f"catalog parquet URI{use} (default: the shared real catalog, "
+        f"{paths.default_catalog_uri()})",
+    )
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """The subcommand ``name`` that runs ``run(args)``, documented by ``run``'s docstring:
+    its first line is the one-line help of ``encore --help``, the paragraph after it the
+    command's description. ``description`` (e.g. the command module's ``__doc__``, with
+    its example lines) replaces that paragraph and is shown as written."""
+    summary, _, details = inspect.cleandoc(run.__doc__ or "").partition("\n\n")
+    kwargs: dict[str, Any] = {"help": " ".join(summary.split()).replace("%", "%%")}
+    if description is not None:
+        kwargs["description"] = description
+        kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
+    elif details:
+        kwargs["description"] = " ".join(details.split())
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_ray_cpus_option(
+    parser: argparse.ArgumentParser, flag: str = "--num-cpus", default: int | None = 2
+) -> None:
+    """The CPUs of the local Ray runtime the command starts (None: Ray counts the machine's)."""
+    shown = "the machine's" if default is None else default
+    parser.add_argument(
+        flag, type=int, default=default, help=f"CPUs of the local Ray runtime (default: {shown})"
     )

@@ -19,16 +19,12 @@ import sys
 from typing import Any
 
 from rl import paths
+from rl.cli.options import add_command
 
 
 def register(subparsers: Any) -> None:
     default_out = os.path.join(paths.data_dir(), "reports")
-    parser = subparsers.add_parser(
-        "report",
-        help="one HTML page with the newest results of every experiment command",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "report", run_report, description=__doc__)
     parser.add_argument(
         "--out", default=default_out, help=f"folder for results.html (default {default_out})"
     )
@@ -46,10 +42,10 @@ def register(subparsers: Any) -> None:
         "under --data; KIND is one of compare-policies, ab-test, data-efficiency, calibrate, "
         "log-stats, benchmarks; repeatable",
     )
-    parser.set_defaults(func=run_report)
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """one HTML page with the newest results of every experiment command"""
     from rl.experiments.results_page import parse_use, write_results_page
 
     if not os.path.isdir(args.data):

@@ -14,17 +14,13 @@ import time
 
 from rl import paths
 from rl.cli.config_options import config_options
+from rl.cli.options import add_catalog_option, add_command, add_ray_cpus_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    serve_parser = subparsers.add_parser(
-        "serve",
-        help="start the served app locally (HTTP + gRPC) and print its URLs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    serve_parser = add_command(subparsers, "serve", run_serve, description=__doc__)
     add_app_options(serve_parser)
-    serve_parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    add_ray_cpus_option(serve_parser)
     serve_parser.add_argument(
         "--for-seconds",
         type=float,
@@ -46,13 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=8080,
         help="Ray's Prometheus metrics port (default 8080)",
     )
-    serve_parser.set_defaults(func=run_serve)
 
-    demo_parser = subparsers.add_parser(
-        "serve-demo", help="start the app, send real requests and feedback, show the log, stop"
-    )
+    demo_parser = add_command(subparsers, "serve-demo", run_serve_demo)
     add_app_options(demo_parser)
-    demo_parser.set_defaults(func=run_serve_demo)
 
 
 def add_app_options(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +52,7 @@ def add_app_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default=None, help=f"generated-data root (default: {paths.data_dir()})"
     )
-    parser.add_argument("--catalog", default=None, help="catalog parquet URI (names, durations)")
+    add_catalog_option(parser, " (song names and durations)")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: 8000)")
     parser.add_argument("--grpc-port", type=int, default=9000, help="gRPC port (default: 9000)")
     config_options(
@@ -70,6 +62,7 @@ def add_app_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    """start the served app locally (HTTP + gRPC) and print its URLs"""
     import ray
     from ray import serve
 
@@ -126,6 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_serve_demo(args: argparse.Namespace) -> int:
+    """start the app, send real requests and feedback, show the log, stop"""
     from services.demo_stage import run_serving_demo
 
     summary = run_serving_demo(

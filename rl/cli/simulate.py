@@ -21,6 +21,7 @@ from typing import Any
 from rl import paths, storage
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError, UsageError
+from rl.cli.options import add_command, add_embedding_option
 from rl.cli.paths_check import (
     fresh_output,
     require_log,
@@ -37,13 +38,7 @@ def register(subparsers: Any) -> None:
 
 
 def _add_simulate(subparsers: Any) -> None:
-    simulate = subparsers.add_parser(
-        "simulate",
-        help="simulate listeners and write a feedback log",
-        description="Simulate N users for D days on the real catalog under the myopic logging "
-        "policy (skip levels calibrated to the real MSSD rows) and write the decision log, the "
-        "organic-listen log (parquet partitioned by day) and summary.json under --out.",
-    )
+    simulate = add_command(subparsers, "simulate", run_simulate)
     simulate.add_argument(
         "--users", type=int, default=10_000, help="number of simulated users (default 10000)"
     )
@@ -57,10 +52,7 @@ def _add_simulate(subparsers: Any) -> None:
         simulate, "rl.decision.observation:ObservationLayout", attr="layout", only=("k",),
         title="observation layout",
     )  # fmt: skip
-    simulate.add_argument(
-        "--embedding", default=None,
-        help="song embedding URI, must exist (default: the project's, trained on first use)",
-    )  # fmt: skip
+    add_embedding_option(simulate)
     simulate.add_argument(
         "--no-calibrate", action="store_true", help="keep the default skip thresholds"
     )
@@ -87,39 +79,24 @@ def _add_simulate(subparsers: Any) -> None:
         title="simulated world (SimulatorConfig; unless --no-calibrate, the skip thresholds "
         "are fitted to the real MSSD shares)",
     )  # fmt: skip
-    simulate.set_defaults(func=run_simulate)
 
 
 def _add_import_mssd(subparsers: Any) -> None:
-    mssd = subparsers.add_parser(
-        "import-mssd",
-        help="import the real MSSD session rows into the log schema",
-        description="Convert the real MSSD rows (skip flags -> skip level -> listen fraction, "
-        "documented in rl/feedback/importers/mssd.py) into decision rows under --out.",
-    )
+    mssd = add_command(subparsers, "import-mssd", run_import_mssd)
     mssd.add_argument(
         "--out",
         default=storage.join(paths.data_dir(), "logs", "mssd"),
         help="log URI; must be new or empty (default %(default)s)",
     )
     mssd.add_argument("--mssd", default=None, help="MSSD CSV URI (default: the shared sample)")
-    mssd.set_defaults(func=run_import_mssd)
 
 
 def _add_propagate_rewards(subparsers: Any) -> None:
-    propagate = subparsers.add_parser(
-        "propagate-rewards",
-        help="evaluate K-means reward propagation on a log",
-        description="Cluster song latents with K-means, take ~4 measured songs per cluster, "
-        "propagate r_est = r_cluster * exp(-rate * d/d_max) to the others and report correlation "
-        "and MAE against the true mean rewards of unmeasured songs, versus a global-mean baseline.",
-    )
+    propagate = add_command(subparsers, "propagate-rewards", run_propagate)
     propagate.add_argument(
         "--log", default=paths.default_log_uri(), help="log URI (default %(default)s)"
     )
-    propagate.add_argument(
-        "--embedding", default=None, help="song embedding URI (default: the project's)"
-    )
+    add_embedding_option(propagate)
     propagate.add_argument(
         "--clusters", type=int, default=100, help="K-means clusters (default 100)"
     )
@@ -132,10 +109,15 @@ def _add_propagate_rewards(subparsers: Any) -> None:
     propagate.add_argument(
         "--min-plays", type=int, default=20, help="plays for a song's true mean (default 20)"
     )
-    propagate.set_defaults(func=run_propagate)
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    """simulate listeners and write a feedback log
+
+    Simulate N users for D days on the real catalog under the myopic logging policy (skip levels
+    calibrated to the real MSSD rows) and write the decision log, the organic-listen log
+    (parquet partitioned by day) and summary.json under --out.
+    """
     from tqdm import tqdm
 
     from rl.decision.observation import ObservationLayout
@@ -263,6 +245,11 @@ def print_simulation_summary(args, summary, writer) -> None:
 
 
 def run_import_mssd(args: argparse.Namespace) -> int:
+    """import the real MSSD session rows into the log schema
+
+    Convert the real MSSD rows (skip flags -> skip level -> listen fraction, documented in
+    rl/feedback/importers/mssd.py) into decision rows under --out.
+    """
     from rl.feedback.importers.mssd import import_mssd
 
     if args.mssd:
@@ -286,6 +273,12 @@ def run_import_mssd(args: argparse.Namespace) -> int:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
+    """evaluate K-means reward propagation on a log
+
+    Cluster song latents with K-means, take ~4 measured songs per cluster, propagate r_est =
+    r_cluster * exp(-rate * d/d_max) to the others and report correlation and MAE against the
+    true mean rewards of unmeasured songs, versus a global-mean baseline.
+    """
     from rl.feedback.log import read_decisions_table
     from rl.songs.embedding import ensure_song_embedding
     from rl.songs.reward_propagation import evaluate_propagation

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from rl import storage
 from rl.cli.config_options import config_options
 from rl.cli.errors import CommandError
-from rl.cli.options import add_registry_option, add_torch_threads_option, registry_from
+from rl.cli.options import add_command, add_registry_option, add_torch_threads_option, registry_from
 from rl.cli.paths_check import require_offline_steps, require_writable
 
 if TYPE_CHECKING:
@@ -54,13 +54,7 @@ def default_steps_uri() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser(
-        "train",
-        help="train the actor-critic offline on RLlib (offline PPO, MARWIL or BC) and register it",
-        description="Train on row-per-step offline data (the --out of `encore offline-steps`, "
-        "read through Ray Data); prints iteration, losses and samples/s; registers the "
-        "checkpoint as a new version in the model registry.",
-    )
+    train = add_command(subparsers, "train", run_train)
     _add_train_data_options(train)
     config_options(
         train, TRAIN_CONFIG, attr="train_config", title="training (TrainConfig)",
@@ -75,20 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--promote", action="store_true", help="promote the new version")
     add_torch_threads_option(train)
     add_registry_option(train)
-    train.set_defaults(func=run_train)
 
-    finetune = subparsers.add_parser(
-        "finetune",
-        help="continue the production version on feedback logged since it was trained",
-        description="Continue training the production version on the offline steps under "
-        "--data that it has not seen (files it trained on are skipped), and register the "
-        "result as its child version.",
-    )
-    finetune.add_argument(
-        "--data", default=None,
-        help="offline steps URI (all of it; files the parent saw are skipped) "
-        "(default: <data>/offline/steps)",
-    )  # fmt: skip
+    finetune = add_command(subparsers, "finetune", run_finetune)
+    add_steps_option(finetune, " (all of it: files the parent saw are skipped)")
     finetune.add_argument("--iterations", type=_positive_int("--iterations"), default=5,
                           help="training iterations (default: 5)")  # fmt: skip
     finetune.add_argument("--lr", type=float, default=None,
@@ -103,7 +86,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_gate_options(finetune)  # the gate --promote goes through
     add_torch_threads_option(finetune)
     add_registry_option(finetune)
-    finetune.set_defaults(func=run_finetune)
 
 
 def _positive_int(flag: str):
@@ -119,11 +101,18 @@ def _positive_int(flag: str):
     return convert
 
 
+def add_steps_option(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--data``: the offline steps to train on (``default_steps_uri`` when not given)."""
+    parser.add_argument(
+        "--data",
+        default=None,
+        help=f"offline steps URI: the --out of `encore offline-steps`{note} "
+        "(default: <data>/offline/steps)",
+    )
+
+
 def _add_train_data_options(train: argparse.ArgumentParser) -> None:
-    train.add_argument(
-        "--data", default=None,
-        help="offline steps URI: the --out of `encore offline-steps` (default: <data>/offline/steps)",
-    )  # fmt: skip
+    add_steps_option(train)
     train.add_argument(
         "--synthetic-sessions", type=int, default=0,
         help="ignore --data and train on N generated sessions (a demo/smoke run) (default: 0)",
@@ -205,6 +194,12 @@ def _training_data(args: argparse.Namespace, work_uri: str, layout: Any) -> tupl
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """train the actor-critic offline on RLlib (offline PPO, MARWIL or BC) and register it
+
+    Train on row-per-step offline data (the --out of `encore offline-steps`, read through Ray
+    Data); prints iteration, losses and samples/s; registers the checkpoint as a new version in
+    the model registry.
+    """
     from rl.training.lifecycle import default_work_uri, train_and_register
 
     if args.resume_run and not args.work_dir:
@@ -265,6 +260,11 @@ def _set_torch_threads(args: argparse.Namespace) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    """continue the production version on feedback logged since it was trained
+
+    Continue training the production version on the offline steps under --data that it has not
+    seen (files it trained on are skipped), and register the result as its child version.
+    """
     from rl.registry import RegistryError
     from rl.training.lifecycle import default_work_uri, finetune_production
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from rl import paths
+from rl.cli.options import add_command, add_embedding_option, add_ray_cpus_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    rebuild = actions.add_parser("rebuild", help="fold the log into the user-state store")
+    rebuild = add_command(actions, "rebuild", run_rebuild)
     rebuild.add_argument("--log", required=True, help="decision log URI (e.g. data/logs/service)")
     rebuild.add_argument(
         "--store",
@@ -36,15 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"generated-data root holding the embedding (default {paths.data_dir()})",
     )
-    rebuild.add_argument(
-        "--embedding", default=None, help="song embedding URI (default <data>/embedding)"
-    )
+    add_embedding_option(rebuild, default="<data>/embedding")
     rebuild.add_argument("--engine", choices=("ray", "pyarrow"), default="ray")
-    rebuild.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
-    rebuild.set_defaults(func=run_rebuild)
+    add_ray_cpus_option(rebuild, default=None)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
+    """fold the log into the user-state store"""
     import asyncio
 
     from rl.cli.errors import CommandError
@@ -77,14 +76,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
                 f"folding {config.log_uri} into the {store.kind} store ({args.engine}) ...",
                 flush=True,
             )
-            return await rebuild_store(
-                store,
-                config.log_uri,
-                catalog.track_ids,
-                catalog.latents,
-                engine=args.engine,
-                max_tracks=getattr(store, "max_tracks_per_user", None),
-            )
+            return await rebuild_store(store, config.log_uri, catalog, engine=args.engine)
         finally:
             await store.close()
 

@@ -79,7 +79,8 @@ def test_no_options_give_the_configs_defaults():
     for name, parser, options in _attached():
         if name in ("evaluate",):
             continue
-        args = parser.parse_args([])
+        positionals = [a for a in parser._actions if a.required and not a.option_strings]
+        args = parser.parse_args(["x"] * len(positionals))  # e.g. promote's VERSION
         built = options.build(args)
         default = options.config_cls()
         for option in options.options:
