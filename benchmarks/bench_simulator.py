@@ -106,7 +106,8 @@ def run_sharded(args: argparse.Namespace, corpus, user_days: int) -> None:
         def on_shard(result) -> None:
             print(
                 f"  shard {result.shard}: {result.users:,} users, {result.summary['decisions']:,} "
-                f"decisions in {result.seconds:.1f} s, peak RSS {result.peak_rss_mib:,.0f} MiB",
+                f"decisions in {result.seconds:.1f} s ({result.cpu_seconds:.1f} CPU-s), "
+                f"peak RSS {result.peak_rss_mib:,.0f} MiB",
                 flush=True,
             )
 
@@ -116,16 +117,20 @@ def run_sharded(args: argparse.Namespace, corpus, user_days: int) -> None:
         )  # fmt: skip
         total_s = time.perf_counter() - started
         decisions = sum(result.summary["decisions"] for result in results)
+        cpu = sum(result.cpu_seconds for result in results)
         print(
             f"sharded simulate + write: {user_days:,} user-days in {total_s:.1f} s = "
             f"{user_days / total_s:,.0f} user-days/s ({len(results)} shards x {args.parallel} "
             f"parallel; {decisions:,} decisions = {decisions / total_s:,.0f}/s; "
             f"{sum(r.written_organic_rows for r in results):,} organic rows; "
-            f"quarantined {sum(r.quarantined_rows for r in results)})"
+            f"quarantined {sum(r.quarantined_rows for r in results)}; "
+            f"{cpu:,.0f} CPU-s in the shards = {decisions / cpu:,.0f} decisions per CPU-s)"
         )
+        per_shard = max(r.peak_rss_mib for r in results)
         print(
-            f"peak memory: max per shard process {max(r.peak_rss_mib for r in results):,.0f} MiB, "
-            f"driver {peak_rss_mib():,.0f} MiB"
+            f"peak memory: max per shard process {per_shard:,.0f} MiB, driver "
+            f"{peak_rss_mib():,.0f} MiB; at most {args.parallel} shards at once: "
+            f"<= {args.parallel * per_shard + peak_rss_mib():,.0f} MiB (+ Ray's own processes)"
         )
     finally:
         shutil.rmtree(out, ignore_errors=True)

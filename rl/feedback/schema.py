@@ -185,8 +185,10 @@ def _list_lengths(column: pa.ChunkedArray) -> np.ndarray:
 
 def _row_all_finite(column: pa.ChunkedArray, lengths: np.ndarray) -> np.ndarray:
     """(n,) bool: every value of each float list row is finite (null rows count as finite)."""
-    values = _np(pc.list_flatten(column.fill_null([])), 0.0).astype(np.float64)
-    bad = (~np.isfinite(values)).astype(np.int64)
+    values = _np(pc.list_flatten(column.fill_null([])), 0.0)
+    if np.isfinite(values).all():  # the usual case: skip the per-row reduction
+        return np.ones(len(lengths), bool)
+    bad = (~np.isfinite(values.astype(np.float64))).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return np.add.reduceat(np.append(bad, 0), offsets[:-1]) * (lengths > 0) == 0
 

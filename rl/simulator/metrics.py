@@ -13,7 +13,7 @@ RecSim NG's "metrics" entity:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -62,16 +62,15 @@ class DecisionBuffer:
     ) -> pa.Table:
         """The day's rows in DECISION_SCHEMA, ordered by session then position.
 
-        Session ids are ``<user_id>-d<day>-s<session of the day>``, or, for buffers without
+        Rows must have been added in (session, position) order per user (as the simulator
+        steps). Session ids are ``<user_id>-d<day>-s<session of the day>``, or, for buffers without
         a ``session`` column, ``<user_id>-d<day>`` + ``session_tag`` (one-off
         recommendations tag theirs, so they never join a listening session)."""
         data = self.concatenated()
-        sessions = data.get("session")
-        order = (
-            np.lexsort((data["position"], data["user"]))
-            if sessions is None
-            else np.lexsort((data["position"], sessions, data["user"]))
-        )
+        # A user's rows were added in (session, position) order (one lane per user steps
+        # through its sessions in turn), so a stable sort by user alone orders the day; the
+        # steps' user arrays are each ascending, which timsort merges as runs.
+        order = np.argsort(data["user"], kind="stable")
         data = {name: values[order] for name, values in data.items()}
         n = len(data["user"])
         users = pa.array(data["user"])
@@ -183,20 +182,13 @@ class RunSummary:
         return self.reward_sum / max(self.decisions, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "users": self.users,
-            "days": self.days,
-            "decisions": self.decisions,
-            "sessions": self.sessions,
-            "active_user_days": self.active_user_days,
-            "skip_shares": self.skip_shares,
-            "mean_reward": self.mean_reward,
-            "streams_from_recommendations": self.streams_from_recommendations,
-            "organic_streams": self.organic_streams,
-            "organic_minutes": self.organic_minutes,
-            "churned_users": self.churned_users,
-            "bad_sessions": self.bad_sessions,
+        """Every total, with the skip counts and reward sum as shares and a mean."""
+        totals = {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if item.name not in ("skip_counts", "reward_sum")
         }
+        return {**totals, "skip_shares": self.skip_shares, "mean_reward": self.mean_reward}
 
 
 @dataclass
@@ -244,6 +236,11 @@ class FollowedRecommendations:
         )
 
 
+def _from_followed(name: str, doc: str) -> Any:
+    """A read-only attribute of OneOffRecommendation that is its ``followed`` books' own."""
+    return property(lambda self: getattr(self.followed, name), doc=doc)
+
+
 @dataclass(frozen=True)
 class OneOffRecommendation:
     """What ``Simulator.recommend_once`` produced: the users' responses on the day of the
@@ -259,25 +256,11 @@ class OneOffRecommendation:
     liked: np.ndarray  # (F,) bool
     reward: np.ndarray  # (F,) float32 session reward under the simulator's RewardConfig
 
-    @property
-    def users(self) -> np.ndarray:
-        return self.followed.users
-
-    @property
-    def items(self) -> np.ndarray:
-        return self.followed.items
-
-    @property
-    def listened(self) -> np.ndarray:
-        """(F,) bool streamed >= 30 s; its minutes are booked into the user's library."""
-        return self.followed.listened
-
-    @property
-    def first_stream(self) -> np.ndarray:
-        """(F,) bool listened, and the song was new to the user."""
-        return self.followed.first_stream
-
-    @property
-    def skip_level(self) -> np.ndarray:
-        """(F,) int8 0..3, -1 for churned users."""
-        return self.followed.skip_level
+    # The day's response as the books recorded it: (F,) arrays read through ``followed``.
+    users = _from_followed("users", "(F,) int64 user rows.")
+    items = _from_followed("items", "(F,) int64 song rows.")
+    listened = _from_followed(
+        "listened", "(F,) bool streamed >= 30 s; its minutes are booked into the user's library."
+    )
+    first_stream = _from_followed("first_stream", "(F,) bool listened, and the song was new.")
+    skip_level = _from_followed("skip_level", "(F,) int8 0..3, -1 for churned users.")

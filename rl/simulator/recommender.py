@@ -29,6 +29,7 @@ from rl.decision.candidate_pool import (
 from rl.decision.observation import DEFAULT_BETAS, ObservationLayout, encode_context
 from rl.decision.policies import DecisionPolicy, sample_actions
 from rl.simulator.corpus import Corpus
+from rl.simulator.kernels import retrieve_candidates_kernel
 
 
 def retrieve_candidates(
@@ -37,16 +38,11 @@ def retrieve_candidates(
     history: np.ndarray,  # (B, H) song rows played in the session, -1 padding
     k: int,
 ) -> np.ndarray:
-    """(B, k) int64 candidate rows, nearest first, -1 padding when fewer than k remain."""
-    table = neighbours[current].astype(np.int64)  # (B, W)
-    valid = ~(table[:, :, None] == history[:, None, :]).any(axis=2) & (table >= 0)
-    # The j-th valid neighbour goes to column j (a stable compaction without a sort).
-    column = np.cumsum(valid, axis=1) - 1
-    keep = valid & (column < k)
-    rows = np.full((len(table), k), -1, np.int64)
-    batch, position = np.nonzero(keep)
-    rows[batch, column[batch, position]] = table[batch, position]
-    return rows
+    """(B, k) int64 candidate rows, nearest first, -1 padding when fewer than k remain
+    (a compiled loop: rl/simulator/kernels.py)."""
+    return retrieve_candidates_kernel(
+        neighbours, np.asarray(current, np.int64), np.asarray(history, np.int64), k
+    )
 
 
 class SongPopularitySource(Protocol):

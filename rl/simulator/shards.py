@@ -1,7 +1,7 @@
 """Large populations as shards: one simulator per shard, one Ray task per shard.
 
 Where it sits: ``encore simulate --shard-users N`` (and benchmarks/bench_simulator.py
---shards) split a population into shards of N users. Each shard is an independent
+--shard-users) split a population into shards of N users. Each shard is an independent
 ``Simulator`` over the same world (corpus, config, policy), with its own seed, user ids
 ``u<first_user_id + row>`` disjoint from every other shard's (so are its session ids,
 which start with the user id), and its own ``FeedbackLogWriter`` writing its own parquet
@@ -31,6 +31,20 @@ SHARD_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
+class ShardedWorld:
+    """What every shard shares: the days to run, the world (corpus, policy, layout,
+    config), where the log goes (None: no log) and the base seed."""
+
+    days: int
+    corpus: Corpus
+    policy: DecisionPolicy
+    layout: ObservationLayout
+    config: SimulatorConfig
+    log_uri: str | None
+    seed: int
+
+
+@dataclass(frozen=True)
 class ShardResult:
     """What one shard did."""
 
@@ -42,7 +56,8 @@ class ShardResult:
     written_organic_rows: int
     quarantined_rows: int
     seconds: float
-    peak_rss_mib: float  # of the process that ran the shard
+    cpu_seconds: float  # user + system CPU of the shard's process while it ran the shard
+    peak_rss_mib: float  # of the process that ran the shard (a reused worker: its peak so far)
 
 
 def shard_sizes(n_users: int, shard_users: int) -> list[tuple[int, int]]:
@@ -52,34 +67,33 @@ def shard_sizes(n_users: int, shard_users: int) -> list[tuple[int, int]]:
     return [(first, min(shard_users, n_users - first)) for first in range(0, n_users, shard_users)]
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def simulate_shard(
-    shard: int,
-    first_user_id: int,
-    n_users: int,
-    days: int,
-    corpus: Corpus,
-    policy: DecisionPolicy,
-    layout: ObservationLayout,
-    config: SimulatorConfig,
-    log_uri: str | None,
-    seed: int,
+    shard: int, first_user_id: int, n_users: int, world: ShardedWorld
 ) -> ShardResult:
-    """Simulate one shard and write its log (when ``log_uri``); no Ray here."""
+    """Simulate one shard and write its log (when ``world.log_uri``); no Ray here."""
     from rl.feedback.log import FeedbackLogWriter
     from rl.simulator.simulation import Simulator
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     simulator = Simulator(
-        corpus, n_users, policy, layout, config=config,
-        seed=seed + SHARD_SEED_STRIDE * shard, first_user_id=first_user_id,
+        world.corpus, n_users, world.policy, world.layout, config=world.config,
+        seed=world.seed + SHARD_SEED_STRIDE * shard, first_user_id=first_user_id,
     )  # fmt: skip
     written = organic = quarantined = 0
-    if log_uri is None:
-        summary = simulator.run(days)
+    if world.log_uri is None:
+        summary = simulator.run(world.days)
     else:
-        with FeedbackLogWriter(log_uri, k=layout.k, n_betas=layout.n_betas, background=True) as w:
-            summary = simulator.run(days, writer=w)
-        written, organic, quarantined = w.written_rows, w.written_organic_rows, w.quarantined_rows
+        with FeedbackLogWriter(
+            world.log_uri, k=world.layout.k, n_betas=world.layout.n_betas, background=True
+        ) as writer:
+            summary = simulator.run(world.days, writer=writer)
+        written, organic = writer.written_rows, writer.written_organic_rows
+        quarantined = writer.quarantined_rows
     return ShardResult(
         shard=shard,
         first_user_id=first_user_id,
@@ -89,6 +103,7 @@ def simulate_shard(
         written_organic_rows=organic,
         quarantined_rows=quarantined,
         seconds=time.perf_counter() - started,
+        cpu_seconds=_cpu_seconds() - cpu_started,
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     )
 
@@ -106,18 +121,17 @@ def simulate_sharded(
     parallel: int = 2,
     on_shard: Any = None,
 ) -> list[ShardResult]:
-    """Every shard as a Ray task (1 CPU each, ``parallel`` CPUs for the local Ray)."""
+    """Every shard as a Ray task (1 CPU each, ``parallel`` CPUs for the local Ray); the
+    world (corpus and policy included) goes into the object store once."""
     import ray
 
     from rl.cluster.ray_runtime import start_ray
 
     start_ray(num_cpus=parallel)
     remote = ray.remote(num_cpus=1, max_retries=0)(simulate_shard)
-    corpus_ref, policy_ref = ray.put(corpus), ray.put(policy)
+    world = ray.put(ShardedWorld(days, corpus, policy, layout, config, log_uri, seed))
     pending = {
-        remote.remote(
-            shard, first, users, days, corpus_ref, policy_ref, layout, config, log_uri, seed
-        ): shard
+        remote.remote(shard, first, users, world): shard
         for shard, (first, users) in enumerate(shard_sizes(n_users, shard_users))
     }
     results: list[ShardResult] = []

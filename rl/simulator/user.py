@@ -34,6 +34,12 @@ import numpy as np
 from rl.decision.relationship_state import relationship_after_days, update_relationship_state
 from rl.simulator.config import SimulatorConfig
 from rl.simulator.corpus import Corpus
+from rl.simulator.kernels import (
+    library_slots_kernel,
+    organic_logits_kernel,
+    record_streams_kernel,
+    relationship_and_slots_kernel,
+)
 
 NO_DAY = -1
 
@@ -130,14 +136,11 @@ def initial_state(
 
 
 def library_slots(state: UserState, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """(B,) users x (B, K) song rows -> (B, K) library slot of each song, -1 if unknown."""
-    library = state.library_item[users]  # (B, L)
-    match = items[:, :, None] == library[:, None, :]  # (B, K, L)
-    # argmax finds the first match; reading it back tells a match from "none" (one pass
-    # over the (B, K, L) block instead of an any() and an argmax()).
-    slot = match.argmax(axis=2)
-    found = np.take_along_axis(match, slot[..., None], axis=2)[..., 0] & (items >= 0)
-    return np.where(found, slot, -1)
+    """(B,) users x (B, K) song rows -> (B, K) library slot of each song, -1 if unknown
+    (the first slot holding it; a compiled loop, rl/simulator/kernels.py)."""
+    return library_slots_kernel(
+        state.library_item, np.asarray(users, np.int64), np.asarray(items, np.int64)
+    )
 
 
 def relationship_now(
@@ -180,12 +183,17 @@ def relationship_and_slots(
     state: UserState, users: np.ndarray, items: np.ndarray, day: int, betas: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``relationship_of`` and the (B, K) library slots it looked up (-1 unknown), which
-    ``record_streams`` can reuse for the picked song instead of searching again."""
-    slots = library_slots(state, users, items)
-    states = np.zeros((*slots.shape, len(betas)), np.float32)
-    known = np.nonzero(slots >= 0)  # few candidates are known: gather only those
-    states[known] = relationship_now(state, users[known[0]], slots[known], day, betas)
-    return states, slots
+    ``record_streams`` can reuse for the picked song instead of searching again: the
+    ``relationship_now`` of each known slot, in one compiled pass (rl/simulator/kernels.py)."""
+    return relationship_and_slots_kernel(
+        state.library_item,
+        state.library_state,
+        state.library_state_day,
+        _decay_table(betas, day + 1),
+        np.asarray(users, np.int64),
+        np.asarray(items, np.int64),
+        day,
+    )
 
 
 def listen_utility_mean(
@@ -292,47 +300,32 @@ def record_streams(
 ) -> None:
     """Book streams into the users' libraries (new songs take a free or forgotten slot).
 
-    ``users`` must be distinct within one call (one decision per session per step).
+    A new song takes the first free slot; a full library forgets the song with the weakest
+    long memory: never a pinned one, and a song streamed today only when every slot was
+    (its day is not booked yet; with several sessions a day a heavy listener fills many
+    slots a day). ``users`` must be distinct within one call (one decision per session per
+    step). One compiled pass over the streams (rl/simulator/kernels.py).
     """
-    users, items, minutes = users[streamed], items[streamed], minutes[streamed]
-    if not len(users):
-        return
-    if slots is None:
-        slots = library_slots(state, users, items[:, None])[:, 0]
-    else:
-        slots = slots[streamed].copy()
-    new = slots < 0
-    if np.any(new):
-        new_users = users[new]
-        # Free slots first (-inf), then the weakest long memory; pinned slots never.
-        free = state.library_item[new_users] < 0
-        chosen = free.argmax(axis=1)
-        full = np.flatnonzero(~free.any(axis=1))
-        if len(full):
-            # A full library forgets the song with the weakest long memory: never a pinned
-            # one, and a song streamed today only when every slot was (its day is not booked
-            # yet; with several sessions a day a heavy listener fills many slots a day).
-            full_users = new_users[full]
-            idle_days = (day - 1) - state.library_state_day[full_users]
-            long_memory = (
-                state.library_state[full_users, :, -1] * _decay_table(betas, day + 1)[idle_days, -1]
-            )
-            long_memory = long_memory + 1e6 * state.library_today[full_users]
-            chosen[full] = np.where(state.library_pinned[full_users], np.inf, long_memory).argmin(
-                axis=1
-            )
-        state.library_item[new_users, chosen] = items[new]
-        state.library_state[new_users, chosen] = 0.0
-        state.library_state_day[new_users, chosen] = day - 1
-        state.library_first_day[new_users, chosen] = day
-        state.library_days_active[new_users, chosen] = 0
-        state.library_minutes[new_users, chosen] = 0.0
-        state.library_today[new_users, chosen] = False
-        slots[new] = chosen
-    state.library_today[users, slots] = True
-    state.library_minutes[users, slots] += minutes
-    state.today_latent_sum[users] += corpus.latents[items]
-    state.today_streams[users] += 1
+    record_streams_kernel(
+        state.library_item,
+        state.library_state,
+        state.library_state_day,
+        state.library_first_day,
+        state.library_days_active,
+        state.library_minutes,
+        state.library_today,
+        state.library_pinned,
+        state.today_latent_sum,
+        state.today_streams,
+        corpus.latents,
+        _decay_table(betas, day + 1)[:, -1].copy(),
+        np.asarray(users, np.int64),
+        np.asarray(items, np.int64),
+        np.asarray(streamed, bool),
+        np.asarray(minutes, np.float32),
+        np.zeros(0, np.int64) if slots is None else np.asarray(slots, np.int64),
+        day,
+    )
 
 
 @dataclass(frozen=True)
@@ -355,20 +348,23 @@ def organic_returns(
     rng: np.random.Generator,
 ) -> OrganicListens:
     """Draw organic returns of active users to songs they know (stickiness-driven)."""
-    # Only known songs can be returned to: work on the flat (user, slot) pairs.
-    rows, slots = np.nonzero(state.library_item[users] >= 0)
-    user_rows = users[rows]
-    song_rows = state.library_item[user_rows, slots]
-    scale2 = corpus.latent_scale**2
-    taste_d2 = ((state.taste[user_rows] - corpus.latents[song_rows]) ** 2).sum(-1) / scale2
-    logit = (
-        corpus.stickiness[song_rows]
-        + state.organic_bias[user_rows]
-        + relationship_now(state, user_rows, slots, day, betas)
-        @ np.asarray(config.habit_weights, np.float32)
-        - config.organic_taste_weight * taste_d2
+    # Only known songs can be returned to: the flat (user, slot) pairs, in one compiled pass.
+    user_rows, slots, song_rows, logit = organic_logits_kernel(
+        state.library_item,
+        state.library_state,
+        state.library_state_day,
+        _decay_table(betas, day + 1),
+        state.taste,
+        state.organic_bias,
+        corpus.latents,
+        corpus.stickiness,
+        np.asarray(config.habit_weights, np.float32),
+        np.asarray(users, np.int64),
+        day,
+        1.0 / corpus.latent_scale**2,
+        config.organic_taste_weight,
     )
-    returned = rng.random(len(rows)) < 1.0 / (1.0 + np.exp(-logit))
+    returned = rng.random(len(user_rows)) < 1.0 / (1.0 + np.exp(-logit))
     user_rows, slots, song_rows = user_rows[returned], slots[returned], song_rows[returned]
     streams = 1 + rng.poisson(config.organic_streams_mean, len(user_rows))
     minutes = streams * corpus.durations_s[song_rows] / 60.0 * rng.uniform(0.7, 1.0, len(user_rows))

@@ -9,7 +9,7 @@ from rl.decision.observation import ObservationLayout
 from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy
 from rl.feedback.log import read_decisions_table, read_organic_table
 from rl.simulator import SimulatorConfig, build_corpus
-from rl.simulator.shards import shard_sizes, simulate_shard, simulate_sharded
+from rl.simulator.shards import ShardedWorld, shard_sizes, simulate_shard, simulate_sharded
 
 LAYOUT = ObservationLayout(k=4)
 
@@ -42,7 +42,7 @@ def test_shards_write_disjoint_ids_into_one_log(world, tmp_path):
     corpus, policy, config = world
     log = str(tmp_path / "log")
     results = [
-        simulate_shard(shard, first, users, 3, corpus, policy, LAYOUT, config, log, seed=7)
+        simulate_shard(shard, first, users, ShardedWorld(3, corpus, policy, LAYOUT, config, log, 7))
         for shard, (first, users) in enumerate(shard_sizes(250, 100))
     ]
     table, users, sessions = _ids(log)
@@ -60,7 +60,7 @@ def test_shards_write_disjoint_ids_into_one_log(world, tmp_path):
         assert shard_sessions and all(s.split("-")[0] in mine for s in shard_sessions)
     assert len(sessions) == len(set(sessions))
     # Shards have their own seeds: shard 0 and a one-shard run of its users agree.
-    alone = simulate_shard(0, 0, 100, 3, corpus, policy, LAYOUT, config, None, seed=7)
+    alone = simulate_shard(0, 0, 100, ShardedWorld(3, corpus, policy, LAYOUT, config, None, 7))
     assert alone.summary == results[0].summary
 
 
@@ -78,3 +78,4 @@ def test_simulate_sharded_runs_one_ray_task_per_shard(world, tmp_path, ray_local
     table, users, _ = _ids(log)
     assert table.num_rows == sum(r.written_rows for r in results) > 0
     assert all(r.quarantined_rows == 0 and r.peak_rss_mib > 0 for r in results)
+    assert all(0 < r.cpu_seconds for r in results)

@@ -5,11 +5,10 @@ vs clickiness, the one-off recommendation hook, and the MSSD calibration bound."
 import numpy as np
 import pytest
 
-from rl.decision.observation import ObservationLayout
-from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, UniformRandomPolicy
+from rl.decision.policies import UniformRandomPolicy
 from rl.decision.relationship_state import update_relationship_state
 from rl.feedback.importers.mssd import mssd_skip_shares
-from rl.simulator import Simulator, SimulatorConfig, build_corpus
+from rl.simulator import Simulator, SimulatorConfig
 from rl.simulator.calibration import calibrate_skip_thresholds, skip_shares_of_run
 from rl.simulator.recommender import retrieve_candidates
 from rl.simulator.user import (
@@ -20,18 +19,7 @@ from rl.simulator.user import (
     relationship_of,
 )
 from rl.songs.retrieval import brute_force_topk
-
-LAYOUT = ObservationLayout(k=4)
-
-
-def small_corpus(n_songs=800, seed=0, config=None):
-    rng = np.random.default_rng(seed)
-    latents = rng.standard_normal((n_songs, 5)).astype(np.float32)
-    track_ids = [f"s{i:05d}" for i in range(n_songs)]
-    return build_corpus(
-        latents, track_ids, LAYOUT.k, config or SimulatorConfig(), rng,
-        durations_s=rng.uniform(120, 320, n_songs), popularity=rng.uniform(0, 100, n_songs),
-    )  # fmt: skip
+from tests.rl.simulator.worlds import LAYOUT, logging_policy, small_corpus
 
 
 def library_minutes_of(state, users, items):
@@ -43,10 +31,6 @@ def library_minutes_of(state, users, items):
 @pytest.fixture(scope="module")
 def corpus():
     return small_corpus()
-
-
-def logging_policy(corpus):
-    return MyopicListenPolicy(ListenProbabilityModel(LAYOUT, corpus.latent_scale))
 
 
 def test_neighbour_table_matches_brute_force(corpus):

@@ -5,9 +5,8 @@ every calibration target at its tolerance on the real catalog (``encore calibrat
 import numpy as np
 import pytest
 
-from rl.decision.observation import ObservationLayout
-from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy
-from rl.simulator import Simulator, SimulatorConfig, build_corpus
+from rl.decision.policies import ListenProbabilityModel
+from rl.simulator import Simulator, SimulatorConfig
 from rl.simulator.sessions import SESSION_GAP_S, next_mood, planned_lengths, quit_probability
 from rl.simulator.targets import (
     history_figures,
@@ -17,21 +16,7 @@ from rl.simulator.targets import (
     simulated_figures,
 )
 from rl.simulator.user import activity_probability, update_engagement
-
-LAYOUT = ObservationLayout(k=4)
-
-
-def small_world(n_songs=1200, seed=0, config=None):
-    rng = np.random.default_rng(seed)
-    latents = rng.standard_normal((n_songs, 5)).astype(np.float32)
-    return build_corpus(
-        latents, [f"s{i:05d}" for i in range(n_songs)], LAYOUT.k, config or SimulatorConfig(),
-        rng, durations_s=rng.uniform(120, 320, n_songs), popularity=rng.uniform(0, 100, n_songs),
-    )  # fmt: skip
-
-
-def logging_policy(corpus):
-    return MyopicListenPolicy(ListenProbabilityModel(LAYOUT, corpus.latent_scale))
+from tests.rl.simulator.worlds import LAYOUT, logging_policy, small_corpus
 
 
 class LeastLikelyPolicy:
@@ -103,7 +88,7 @@ def test_engagement_update_and_activity_probability():
     np.testing.assert_allclose(
         update_engagement(engagement, np.array([1.0, -1.0]), 0.3), [0.3, 0.05], rtol=1e-6
     )
-    corpus = small_world()
+    corpus = small_corpus(1200)
     simulator = Simulator(corpus, 4, logging_policy(corpus), LAYOUT, seed=0)
     state, config = simulator.state, simulator.config
     state.activity[:] = 0.2
@@ -116,7 +101,7 @@ def test_engagement_update_and_activity_probability():
 
 
 def test_sessions_within_a_day_are_separated_and_logged_apart():
-    corpus = small_world()
+    corpus = small_corpus(1200)
     simulator = Simulator(corpus, 1500, logging_policy(corpus), LAYOUT, seed=3)
     simulator.run(2)
     data = simulator.run_day().concatenated()
@@ -142,7 +127,7 @@ def test_sessions_within_a_day_are_separated_and_logged_apart():
 
 
 def test_activity_is_heavy_tailed():
-    corpus = small_world()
+    corpus = small_corpus(1200)
     simulator = Simulator(corpus, 20_000, logging_policy(corpus), LAYOUT, seed=4)
     activity = simulator.state.activity
     assert (activity < 0.1).mean() > 0.15  # a few sessions a month
@@ -153,7 +138,7 @@ def test_recommendations_move_active_days_through_experience():
     """Same users, same seed: a recommender that plays what users dislike makes them come
     back less, and more of them churn; with engagement_weight = 0 it does not move
     activity (the effect is the experience channel, nothing else)."""
-    corpus = small_world()
+    corpus = small_corpus(1200)
     results = {}
     for weight in (1.0, 0.0):
         config = SimulatorConfig(engagement_weight=weight, churn_engagement_weight=weight)
@@ -166,7 +151,7 @@ def test_recommendations_move_active_days_through_experience():
 
 
 def test_simulated_figures_match_a_naive_computation():
-    corpus = small_world()
+    corpus = small_corpus(1200)
     simulator = Simulator(corpus, 300, logging_policy(corpus), LAYOUT, seed=6)
     recorder = record_run(simulator, 12)
     figures = simulated_figures(recorder, 300, 12, simulator.state.alive, 0.77)
