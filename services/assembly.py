@@ -27,6 +27,7 @@ from services.core.request_pipeline import (
     ScoreFn,
 )
 from services.core.scoring import ArmAssignment
+from services.core.served_pool import served_candidate_pool
 from services.core.user_state import UserStore
 
 
@@ -103,6 +104,7 @@ def assemble_pipeline(
     store = make_user_store(config, default_taste=catalog.latents.mean(axis=0))
     print(prepare_user_store(config, store, catalog), flush=True)
     return RecommendationPipeline(
+        candidate_pool=served_candidate_pool(config, catalog, store, retrieve),
         layout=layout,
         catalog=catalog,
         store=store,

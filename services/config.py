@@ -148,6 +148,10 @@ class ServiceConfig:
     exploration_epsilon: float = 0.05
     """epsilon of the default ``explore`` mode: the policy's greedy pick with probability
     1 - epsilon, else a uniformly random candidate; the exact propensity is logged. [0, 1]."""
+    candidate_pool: str = ""
+    """Multi-source candidate pool as SOURCE=COUNT,... (rl/decision/candidate_pool.py:
+    song, taste, relationship, popular, sticky; the counts sum to k); "" = today's pool,
+    the song's kNN. Popular/sticky come from the production version's song table."""
 
     def __post_init__(self) -> None:
         require_fraction(self, "exploration_epsilon")
@@ -195,6 +199,12 @@ class ServiceConfig:
         require_choice(self, "user_state_engine", LOG_ENGINES)
         self._check_arms()
         _ = self.layout  # validates k and betas
+        if self.candidate_pool:
+            from rl.decision.candidate_pool import CandidatePoolConfig
+
+            pool = CandidatePoolConfig.from_spec(self.candidate_pool)
+            if pool.k != self.k:
+                raise ValueError(f"candidate_pool has k={pool.k}, the served k={self.k}")
 
     def _check_arms(self) -> None:
         from services.core.longterm_arms import LONGTERM_VARIANTS

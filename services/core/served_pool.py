@@ -149,3 +149,23 @@ class ServedCandidatePool:
         )
         order = np.argsort(-strength, kind="stable")
         return self._rows([ids[i] for i in order], width)
+
+
+def served_candidate_pool(
+    config: Any, catalog: CatalogTable, store: Any, retrieve: RetrieveFn
+) -> ServedCandidatePool | None:
+    """The pool ``config.candidate_pool`` asks for (None: today's kNN pool), with the
+    production version's song table for the popular/sticky sources (none without one:
+    those slots are backfilled). The table is read once at start: a promotion changes
+    the Scorer's table at once, the pool's exploration lists at the next replica start."""
+    if not config.candidate_pool:
+        return None
+    from rl.registry import ModelRegistry
+
+    pool = CandidatePoolConfig.from_spec(config.candidate_pool, seed=config.seed or 0)
+    table = None
+    registry = ModelRegistry(config.registry_uri)
+    version = registry.production_version() if config.registry_uri else None
+    if version is not None:
+        table = registry.load_song_table(version)
+    return ServedCandidatePool(pool, catalog, store, retrieve, table)

@@ -106,3 +106,17 @@ def test_popular_and_sticky_come_from_the_song_table(songs, small_embedding_uri,
     for answer in answers:
         assert len(wanted & {c.track_id for c in answer.candidates}) == 2
     pipe.sink.close()
+
+
+def test_the_service_config_turns_the_pool_on(songs, small_embedding_uri, tmp_path):
+    from services.config import ServiceConfig
+
+    pipe, _ = make_pipeline(songs, small_embedding_uri, tmp_path, candidate_pool=POOL.spec())
+    assert pipe.candidate_pool is not None and pipe.candidate_pool.config.quotas == POOL.quotas
+    assert pipe.candidate_pool.top["popular"].size == 0  # no production version: no table
+    pipe.sink.close()
+    with pytest.raises(ValueError, match="candidate_pool has k=10, the served k=4"):
+        ServiceConfig(candidate_pool="song=6,taste=4")
+    plain, _ = make_pipeline(songs, small_embedding_uri, tmp_path / "b")
+    assert plain.candidate_pool is None  # the default: today's kNN pool
+    plain.sink.close()
