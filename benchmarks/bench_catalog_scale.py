@@ -54,9 +54,36 @@ def single_query_ms(index, queries: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99))
 
 
-def bench(latents: np.ndarray, track_ids: np.ndarray, kind: str) -> dict:
+def swap_cost(built, latents: np.ndarray, track_ids: np.ndarray) -> dict:
+    """What a Retriever replica pays to hot-swap to this index: save it as a registry
+    version (what `encore index build` writes), then load it the way the replica does
+    (checksums verified, faiss index read, recall probe against brute force)."""
+    import shutil
+    import tempfile
+
+    from rl.songs.index_registry import IndexRegistry, catalog_fingerprint
+    from rl.songs.index_slot import load_registry_index
+
+    root = tempfile.mkdtemp(prefix="encore-index-bench-")
+    try:
+        fingerprint = catalog_fingerprint(latents, track_ids)
+        started = time.perf_counter()
+        entry = IndexRegistry(root).register(built, source={"fingerprint": fingerprint},
+                                             build_config={})  # fmt: skip
+        saved = time.perf_counter() - started
+        disk = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+        started = time.perf_counter()
+        load_registry_index(root, entry.version, fingerprint)
+        return {"save_s": saved, "load_s": time.perf_counter() - started,
+                "disk_mib": disk / 2**20}  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench(latents: np.ndarray, track_ids: np.ndarray, kind: str, swap: bool = False) -> dict:
     config = IndexConfig(kind=kind, recall_k=K, recall_queries=N_QUERIES, threads=1)
     built = build_index(latents, track_ids, config)
+    extra = swap_cost(built, latents, track_ids) if swap else {}
     # Timed queries differ from the recall check's (another seed).
     p50, p99 = single_query_ms(built.index, recall_queries(latents, N_QUERIES, seed=99))
     report = built.report
@@ -68,7 +95,7 @@ def bench(latents: np.ndarray, track_ids: np.ndarray, kind: str) -> dict:
     }[built.kind]
     return {"build_s": report["build_s"], "memory_mib": report["index_bytes"] / 2**20,
             "p50_ms": p50, "p99_ms": p99, "recall": report["recall"]["value"],
-            "setting": setting}  # fmt: skip
+            "setting": setting, **extra}  # fmt: skip
 
 
 def main() -> int:
@@ -77,6 +104,9 @@ def main() -> int:
     parser.add_argument("--kinds", nargs="+", default=["exact", "ivf"],
                         choices=["exact", "ivf", "hnsw"])  # fmt: skip
     parser.add_argument("--data", default="data", help="data root holding the embedding")
+    parser.add_argument("--swap-cost", action="store_true",
+                        help="also save each index as a registry version and time its load "
+                        "as a Retriever replica does (verify, read, probe)")  # fmt: skip
     args = parser.parse_args()
     if importlib.util.find_spec("faiss") is None and set(args.kinds) - {"exact"}:
         print("faiss is not installed (pip install faiss-cpu): only the exact index is built")
@@ -88,17 +118,22 @@ def main() -> int:
         latents = grown_catalog(real, size, rng)
         track_ids = np.arange(size).astype(str)
         for kind in args.kinds:
-            row = bench(latents, track_ids, kind)
+            row = bench(latents, track_ids, kind, swap=args.swap_cost)
             rows.append((size, kind, row))
             print(f"{size:>11,} {kind:<6} {row}", flush=True)
         del latents, track_ids
     print(f"\nk = {K}, {N_QUERIES} single queries, 1 thread; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB")  # fmt: skip
-    print("| songs | index | build s | memory MiB | p50 ms | p99 ms | recall@20 | setting |")
-    print("|---|---|---|---|---|---|---|---|")
+    swap = " save s | load s | disk MiB |" if args.swap_cost else ""
+    print(f"| songs | index | build s | memory MiB | p50 ms | p99 ms | recall@20 | setting |{swap}")
+    print("|---" * (8 + 3 * bool(args.swap_cost)) + "|")
     for size, name, row in rows:
-        print(f"| {size:,} | {name} | {row['build_s']:.1f} | {row['memory_mib']:.0f} | "
-              f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['recall']:.4f} | {row['setting']} |")  # fmt: skip
+        cells = [f"{size:,}", name, f"{row['build_s']:.1f}", f"{row['memory_mib']:.0f}",
+                 f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", f"{row['recall']:.4f}",
+                 row["setting"]]  # fmt: skip
+        if args.swap_cost:
+            cells += [f"{row['save_s']:.1f}", f"{row['load_s']:.1f}", f"{row['disk_mib']:.0f}"]
+        print("| " + " | ".join(cells) + " |")
     return 0
 
 
