@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
-from rl import paths, storage
 from rl.cli.config_options import config_options
-from rl.cli.options import add_command
+from rl.cli.options import ProgressPrinter, add_command, dated_output
 from rl.cli.paths_check import require_new_output, require_writable
 
 COMPARE_TRAIN_FIELDS = (
@@ -71,18 +69,13 @@ def run_compare(args: argparse.Namespace) -> int:
         args.compare_train, checkpoint_every=max(1, args.compare_train.iterations)
     )
     settings = dataclasses.replace(args.settings, train=train)
-    out = args.out or storage.join(paths.data_dir(), "compare", time.strftime("%Y%m%d-%H%M%S"))
-    require_writable(require_new_output(out, "--out"), "--out")
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
-
+    out = require_writable(require_new_output(dated_output(args.out, "compare")))
+    progress = ProgressPrinter()
     start_training_ray(0)
     report = run_comparison(settings, out, progress)
     print(report.markdown)
     print(
         f"wrote {report.json_uri}, {report.markdown_uri} and {report.plot_uri} "
-        f"in {time.perf_counter() - started:.0f} s"
+        f"in {progress.seconds:.0f} s"
     )
     return 0

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
-from rl import paths, storage
+from rl import storage
 from rl.cli.config_options import config_options
-from rl.cli.options import add_command
+from rl.cli.options import ProgressPrinter, add_command, dated_output
 
 
 def _loop_train_defaults() -> dict:
@@ -64,14 +63,10 @@ def run_loop_command(args: argparse.Namespace) -> int:
         args.loop_config.train, iterations=iterations, checkpoint_every=max(1, iterations)
     )
     config = dataclasses.replace(args.loop_config, gate=args.gate_config, train=train)
-    out = args.out or storage.join(paths.data_dir(), "loop", time.strftime("%Y%m%d-%H%M%S"))
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
-
+    out = dated_output(args.out, "loop")
+    progress = ProgressPrinter()
     start_training_ray(0)
     reports = run_loop(config, out, progress)
     print("\n".join(r.line() for r in reports))
-    print(f"wrote {storage.join(out, 'loop.json')} in {time.perf_counter() - started:.0f} s")
+    print(f"wrote {storage.join(out, 'loop.json')} in {progress.seconds:.0f} s")
     return 0

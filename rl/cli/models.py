@@ -35,17 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples, >= 10 (default: 1000)"
     )
-    evaluate.add_argument(
-        "--simulate-users", type=int, default=0,
-        help="also run the policies against the logging policy in the simulator with N users "
-        "(default: 0 = off)",
-    )  # fmt: skip
-    evaluate.add_argument(
-        "--simulate-days", type=int, default=60, help="simulated days, >= 1 (default: 60)"
-    )
-    evaluate.add_argument(
-        "--simulator-seed", type=int, default=0,
-        help="world seed (use the one the logs came from) (default: 0)",
+    config_options(
+        evaluate, "rl.evaluation.evaluate_version:SimulatorCheck", attr="simulator_check",
+        title="simulator check (SimulatorCheck)",
+        flags={"users": "--simulate-users", "days": "--simulate-days", "seed": "--simulator-seed"},
     )  # fmt: skip
     add_registry_option(evaluate)
 
@@ -180,8 +173,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 10:
         raise UsageError(f"--bootstrap must be >= 10, got {args.bootstrap}")
-    if args.simulate_users < 0 or args.simulate_days < 1:
-        raise UsageError("--simulate-users must be >= 0 and --simulate-days >= 1")
     registry = registry_from(args, must_exist=True)
     require_offline_steps(args.data, "--data")
     _check_layouts_match(registry, args.version, args.data)
@@ -190,8 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate_version(
             registry, args.version, args.data, out_uri=args.out, n_bootstrap=args.bootstrap,
-            simulate_users=args.simulate_users, simulate_days=args.simulate_days,
-            simulator_seed=args.simulator_seed,
+            simulator=args.simulator_check,
         )  # fmt: skip
     except RegistryError as exc:
         raise CommandError(f"refused: {exc}", "see the versions with `encore models`") from None

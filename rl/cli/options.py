@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -129,3 +130,25 @@ def add_ray_cpus_option(
     parser.add_argument(
         flag, type=int, default=default, help=f"CPUs of the local Ray runtime (default: {shown})"
     )
+
+
+def dated_output(out: str | None, kind: str) -> str:
+    """``--out`` when given, else a new folder ``<data>/<kind>/<YYYYmmdd-HHMMSS>``."""
+    from rl import paths, storage
+
+    return out or storage.join(paths.data_dir(), kind, time.strftime("%Y%m%d-%H%M%S"))
+
+
+class ProgressPrinter:
+    """A long command's progress lines, each after the seconds since it started
+    (``[    12 s] message``); pass it where a ``progress(message)`` callback is taken."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def __call__(self, message: str) -> None:
+        print(f"[{self.seconds:6.0f} s] {message}", flush=True)

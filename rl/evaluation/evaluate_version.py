@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rl import storage
+from rl.config_checks import require_at_least
 from rl.evaluation.in_simulator import (
     LOGGING_ARM,
     ArmOutcome,
@@ -26,6 +27,24 @@ from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offlin
 from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions, resolve_layout
 from rl.figures import png_bytes, subplots
 from rl.registry import ModelRegistry, PolicyScorer, RegistryError
+
+
+@dataclass(frozen=True)
+class SimulatorCheck:
+    """The optional online check of ``encore evaluate``: the version and its baselines run
+    against the logging policy in the simulator, on the same simulated users."""
+
+    users: int = 0
+    """Also run the version and its baselines against the logging policy in the simulator
+    with this many users (0 = off)."""
+    days: int = 60
+    """Simulated days. >= 1."""
+    seed: int = 0
+    """World seed: use the one the evaluated logs came from."""
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 0, "users")
+        require_at_least(self, 1, "days")
 
 
 @dataclass(frozen=True)
@@ -160,11 +179,10 @@ def evaluate_version(
     out_uri: str | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    simulate_users: int = 0,
-    simulate_days: int = 60,
-    simulator_seed: int = 0,
+    simulator: SimulatorCheck | None = None,
 ) -> EvaluationReport:
-    """OPE table (+ simulator comparison when ``simulate_users`` > 0) for ``version``."""
+    """OPE table (+ the simulator comparison when ``simulator.users`` > 0) for ``version``."""
+    simulator = simulator or SimulatorCheck()
     version = version or registry.production_version()
     if version is None:
         raise RegistryError(f"no version given and no production version in {registry.uri}")
@@ -208,15 +226,15 @@ def evaluate_version(
     overlap = bool(set(files) & set(entry.data.get("seen_paths", entry.data.get("paths", []))))
     markdown = _markdown(version, data_uri, len(logged.rewards), rows, overlap)
     outcomes: list[ArmOutcome] = []
-    if simulate_users > 0:
+    if simulator.users > 0:
         outcomes = compare_in_simulator(
             policies,
-            n_users=simulate_users,
-            days=simulate_days,
-            seed=simulator_seed,
+            n_users=simulator.users,
+            days=simulator.days,
+            seed=simulator.seed,
             n_bootstrap=n_bootstrap,
         )
-        markdown += _simulation_markdown(outcomes, rows, simulate_days, simulate_users)
+        markdown += _simulation_markdown(outcomes, rows, simulator.days, simulator.users)
     out_uri = out_uri or storage.join(
         registry.version_uri(version), "evaluations", time.strftime("%Y%m%d-%H%M%S")
     )

@@ -31,7 +31,7 @@ conversion (``rl.feedback.offline_steps``), which adds that column to the immedi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -83,14 +83,8 @@ class LongTermRewardConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "return_window_days": self.return_window_days,
-            "return_weight": self.return_weight,
-            "return_source": self.return_source,
-            "credit": self.credit,
-            "censored": self.censored,
-            "immediate": self.immediate.to_dict(),
-        }
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        return state | {"immediate": self.immediate.to_dict()}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LongTermRewardConfig:

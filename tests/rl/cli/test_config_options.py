@@ -79,8 +79,11 @@ def test_no_options_give_the_configs_defaults():
     for name, parser, options in _attached():
         if name in ("evaluate",):
             continue
-        positionals = [a for a in parser._actions if a.required and not a.option_strings]
-        args = parser.parse_args(["x"] * len(positionals))  # e.g. promote's VERSION
+        required = []  # e.g. promote's VERSION, tune's --log: any value parses
+        for action in parser._actions:
+            if action.required:
+                required += [*action.option_strings[:1], "x"]
+        args = parser.parse_args(required)
         built = options.build(args)
         default = options.config_cls()
         for option in options.options:

@@ -128,7 +128,7 @@ def test_out_of_range_numbers(tmp_path, decision_log, capsys):
     assert "--epsilon must be in [0, 1]" in _answer(capsys, ["simulate", "--epsilon", "2"])
     assert "--bootstrap must be >= 10" in _answer(capsys, ["evaluate", "--data", "x",
                                                            "--bootstrap", "0"])  # fmt: skip
-    assert "--simulate-days >= 1" in _answer(capsys, ["evaluate", "--data", "x",
+    assert "--simulate-days must be >= 1" in _answer(capsys, ["evaluate", "--data", "x",
                                                       "--simulate-days", "-2"])  # fmt: skip
     assert "--min-plays must be >= 1" in _answer(capsys, ["propagate-rewards", "--min-plays", "-1"])
     assert "--auxiliary-fraction must be in (0, 1)" in _answer(
