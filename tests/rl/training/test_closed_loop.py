@@ -12,11 +12,7 @@ from rl.cli import main
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_round_loop_smoke(ray_local, tmp_path, trained_embedding, monkeypatch, capsys):
-    monkeypatch.setenv("ENCORE_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(
-        "rl.songs.embedding.ensure_song_embedding", lambda *a, **k: trained_embedding
-    )
+def test_two_round_loop_smoke(ray_local, simulated_project, tmp_path, capsys):
     out = tmp_path / "loop"
     code = main(
         ["loop", "--rounds", "2", "--users", "80", "--days", "4", "--heldout-days", "1",
