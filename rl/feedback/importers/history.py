@@ -29,7 +29,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -144,18 +144,35 @@ class _Pseudonyms:
 
 @dataclass
 class ImportTally:
-    """Counts for the summary, filled as chunks pass."""
+    """Counts for the summary: what was read, filled as chunks pass, and what was written,
+    slice by slice (slices never split a user)."""
 
     source_rows: int = 0
     by_spotify_id: int = 0
     by_name: int = 0
     unmatched: int = 0
     duplicates: int = 0
-    dropped: Counter[str] | None = None
+    dropped: Counter[str] = field(default_factory=Counter)
     files: int = 0
+    streams: int = 0
+    users: int = 0
+    sessions: int = 0
+    active_user_days: int = 0
+    first_day: int | None = None
+    last_day: int | None = None
 
-    def __post_init__(self) -> None:
-        self.dropped = Counter()
+    def add_written(self, plays: pd.DataFrame, day_zero: int) -> None:
+        day = plays["timestamp"].to_numpy(np.int64) // 86_400 - day_zero
+        self.streams += int(plays["streamed"].sum())
+        self.users += int(plays["user_id"].nunique())
+        self.sessions += int(plays["session_id"].nunique())
+        self.active_user_days += int(
+            pd.DataFrame({"u": plays["user_id"], "d": day}).drop_duplicates().shape[0]
+        )
+        if len(day):
+            low, high = int(day.min()), int(day.max())
+            self.first_day = low if self.first_day is None else min(self.first_day, low)
+            self.last_day = high if self.last_day is None else max(self.last_day, high)
 
 
 def _prepare(
@@ -171,7 +188,6 @@ def _prepare(
     tally.source_rows += chunk.source_rows
     quarantine(chunk.rejections)
     plays = chunk.plays
-    assert tally.dropped is not None
     for kind, label in (("episode", "podcast episode"), ("audiobook", "audiobook chapter")):
         if (plays["kind"] == kind).any():
             tally.dropped[label] += int((plays["kind"] == kind).sum())
@@ -289,33 +305,6 @@ def _write(writer: FeedbackLogWriter, plays: pd.DataFrame, day_zero: int, rows: 
         start = stop
 
 
-@dataclass
-class _Written:
-    """Tallies of what was written, slice by slice (slices never split a user)."""
-
-    plays: int = 0
-    streams: int = 0
-    users: int = 0
-    sessions: int = 0
-    active_user_days: int = 0
-    first_day: int | None = None
-    last_day: int | None = None
-
-    def add(self, plays: pd.DataFrame, day_zero: int) -> None:
-        day = plays["timestamp"].to_numpy(np.int64) // 86_400 - day_zero
-        self.plays += len(plays)
-        self.streams += int(plays["streamed"].sum())
-        self.users += int(plays["user_id"].nunique())
-        self.sessions += int(plays["session_id"].nunique())
-        self.active_user_days += int(
-            pd.DataFrame({"u": plays["user_id"], "d": day}).drop_duplicates().shape[0]
-        )
-        if len(day):
-            low, high = int(day.min()), int(day.max())
-            self.first_day = low if self.first_day is None else min(self.first_day, low)
-            self.last_day = high if self.last_day is None else max(self.last_day, high)
-
-
 def import_history(
     paths: Sequence[str],
     log_uri: str,
@@ -348,7 +337,7 @@ def import_history(
     target = log_uri
     if storage.is_local(log_uri):
         target = f"{log_uri.rstrip('/')}.importing-{uuid.uuid4().hex[:8]}"
-    tally, written, pseudonyms = ImportTally(), _Written(), _Pseudonyms()
+    tally, pseudonyms = ImportTally(), _Pseudonyms()
     total_bytes = sum(os.path.getsize(path) for path in paths)
     with (
         FeedbackLogWriter(target, flush_rows=config.write_rows) as writer,
@@ -374,7 +363,7 @@ def import_history(
                     if chosen == "mssd":
                         plays = _mssd_sessions(plays)
                         if len(plays):
-                            written.add(plays, day_zero)
+                            tally.add_written(plays, day_zero)
                             _write(writer, plays, day_zero, config.write_rows)
                     else:
                         spill.add(plays)
@@ -384,14 +373,14 @@ def import_history(
             if spill.min_timestamp is not None:
                 day_zero = spill.min_timestamp // 86_400
                 for bucket in spill:
-                    _sessionise_and_write(bucket, day_zero, config, tally, written, writer)
+                    _sessionise_and_write(bucket, day_zero, config, tally, writer)
         finally:
             spill.close()
     if target != log_uri:
         if os.path.isdir(log_uri):
             os.rmdir(log_uri)  # empty (checked above)
         os.replace(target, log_uri)
-    summary = _summary(paths, formats, config, tally, written, writer, log_uri)
+    summary = _summary(paths, formats, config, tally, writer, log_uri)
     storage.write_json(storage.join(log_uri, "import_summary.json"), summary)
     return summary
 
@@ -401,7 +390,6 @@ def _sessionise_and_write(
     day_zero: int,
     config: ImportConfig,
     tally: ImportTally,
-    written: _Written,
     writer: FeedbackLogWriter,
 ) -> None:
     """One bucket of users (all their plays): sessions, duplicates, then the log."""
@@ -410,9 +398,8 @@ def _sessionise_and_write(
     tally.duplicates += duplicates
     if config.drop_duplicates and duplicates:
         plays = _drop_duplicates(plays, config.session_gap_s)
-        assert tally.dropped is not None
         tally.dropped["duplicate play"] += duplicates
-    written.add(plays, day_zero)
+    tally.add_written(plays, day_zero)
     _write(writer, plays, day_zero, config.write_rows)
 
 
@@ -429,10 +416,10 @@ def _drop_duplicates(plays: pd.DataFrame, session_gap_s: int) -> pd.DataFrame:
     return cut_sessions(kept.drop(columns=["session_id", "position"]), session_gap_s)
 
 
-def _summary(paths, formats, config, tally, written, writer, log_uri) -> dict[str, Any]:
+def _summary(paths, formats, config, tally, writer, log_uri) -> dict[str, Any]:
     matched = tally.by_spotify_id + tally.by_name
     considered = matched + tally.unmatched
-    span = 0 if written.first_day is None else written.last_day - written.first_day + 1
+    span = 0 if tally.first_day is None else tally.last_day - tally.first_day + 1
     return {
         "log": log_uri,
         "files": [os.path.basename(path) for path in paths],
@@ -441,11 +428,11 @@ def _summary(paths, formats, config, tally, written, writer, log_uri) -> dict[st
         "source_rows": tally.source_rows,
         "plays_written": writer.written_play_rows,
         "organic_rows_written": writer.written_organic_rows,
-        "streams": written.streams,
-        "users": written.users,
-        "sessions": written.sessions,
+        "streams": tally.streams,
+        "users": tally.users,
+        "sessions": tally.sessions,
         "days_spanned": span,
-        "active_user_days": written.active_user_days,
+        "active_user_days": tally.active_user_days,
         "catalog_match": {
             "by_spotify_id": tally.by_spotify_id,
             "by_artist_title": tally.by_name,
