@@ -82,6 +82,10 @@ class ServiceConfig:
     grpc_batch_wait_s: float = 0.005
     """The same for gRPC requests, which Serve's gRPC ingress hands over one after another
     rather than together: a longer wait lets a batch gather them. >= 0."""
+    skip_lone_batch_wait: bool = True
+    """A recommendation with nothing else in flight, while recent batches held one request
+    each, skips ``batch_wait_s`` (and the Scorer its 1 ms): no one is coming to share its
+    batch (services/core/batch_wait.py). False: always wait."""
     neighbour_cache_width: int = 20
     """Nearest songs precomputed per catalog song, so catalog requests whose exclude list
     leaves k of them skip the Retriever hop (services/core/neighbour_cache.py); 0 = off. >= 0."""

@@ -29,6 +29,7 @@ from rl.registry import ModelRegistry
 from services.admin import ModelAdmin, check_admin_token
 from services.assembly import assemble_pipeline, load_served_songs
 from services.config import QUIET_LOGS, ServiceConfig
+from services.core.batch_wait import LoneRequestWait
 from services.core.request_pipeline import ServiceError
 from services.errors import grpc_status, install_error_handlers
 from services.http_limits import BodySizeLimit
@@ -119,6 +120,11 @@ class Ingress:
         ):
             batched.set_max_batch_size(self.config.batch_max_size)  # type: ignore[attr-defined]
             batched.set_batch_wait_timeout_s(wait_s)  # type: ignore[attr-defined]
+        # A lone request skips the batch wait (services/core/batch_wait.py); HTTP, gRPC.
+        self.batch_waits = [
+            LoneRequestWait(wait_s, self.config.skip_lone_batch_wait)
+            for wait_s in (self.config.batch_wait_s, self.config.grpc_batch_wait_s)
+        ]
 
     # -- the hops ---------------------------------------------------------------------
     async def _embed(self, raw: np.ndarray) -> np.ndarray:
@@ -135,6 +141,7 @@ class Ingress:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
     async def _recommend_batched(self, requests: list[RecommendRequest]) -> list[Any]:
+        self.batch_waits[0].observe(len(requests))
         return await self.pipeline.recommend_batch(requests)
 
     # gRPC requests reach the replica one after another rather than together (measured:
@@ -142,10 +149,13 @@ class Ingress:
     # they get their own batcher with a longer wait (ServiceConfig.grpc_batch_wait_s).
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, max_concurrent_batches=4)
     async def _recommend_batched_grpc(self, requests: list[RecommendRequest]) -> list[Any]:
+        self.batch_waits[1].observe(len(requests))
         return await self.pipeline.recommend_batch(requests)
 
     async def _recommend(self, body: RecommendRequest, grpc: bool = False) -> RecommendResponse:
         batched = self._recommend_batched_grpc if grpc else self._recommend_batched
+        wait_s = self.batch_waits[grpc].wait_for(self.in_flight.current)
+        batched.set_batch_wait_timeout_s(wait_s)  # type: ignore[attr-defined]
         result = await batched(body)
         if isinstance(result, ServiceError):
             raise result

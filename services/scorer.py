@@ -26,6 +26,7 @@ from ray import serve
 
 from rl.decision.policies import ListenProbabilityModel, MyopicListenPolicy, latent_scale_of
 from services.config import ServiceConfig, batching_deployment
+from services.core.batch_wait import LoneRequestWait
 from services.core.scoring import (
     LOGGING_VERSION,
     ArmAssignment,
@@ -37,6 +38,9 @@ from services.core.scoring import (
     check_policy,
 )
 from services.metrics import VersionGauge
+
+SCORER_BATCH_WAIT_S = 0.001
+"""How long a Scorer batch waits for other ingress batches to merge with (under load)."""
 
 Payload = tuple[np.ndarray, list[str], list[str]]
 """(B, size) observations, B modes ("explore" | "greedy" | "sample"), B arms."""
@@ -110,6 +114,8 @@ class Scorer:
         self.core.slot.sync()  # serve production from the first request when it exists
         self.version_gauge = VersionGauge()
         self.version_gauge.show(self.core.slot.active.version)
+        self._batch_wait = LoneRequestWait(SCORER_BATCH_WAIT_S, self.config.skip_lone_batch_wait)
+        self._open_calls = 0
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
         self._watcher.start()
@@ -125,8 +131,20 @@ class Scorer:
         self.poll_interval_s = float(user_config.get("poll_interval_s", self.poll_interval_s))
         threading.Thread(target=self.core.slot.sync, daemon=True).start()
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.001)
-    async def score(self, payloads: list[Payload]) -> list[ScoredBatch]:
+    async def score(self, payload: Payload) -> ScoredBatch:
+        """One ingress batch; concurrent ones are merged into one policy call, except a
+        lone one, which skips the batch wait (services/core/batch_wait.py)."""
+        self._open_calls += 1
+        try:
+            wait_s = self._batch_wait.wait_for(self._open_calls)
+            self._score_batch.set_batch_wait_timeout_s(wait_s)  # type: ignore[attr-defined]
+            return await self._score_batch(payload)
+        finally:
+            self._open_calls -= 1
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=SCORER_BATCH_WAIT_S)
+    async def _score_batch(self, payloads: list[Payload]) -> list[ScoredBatch]:
+        self._batch_wait.observe(len(payloads))
         obs = np.concatenate([p[0] for p in payloads], axis=0)
         modes = [m for p in payloads for m in p[1]]
         arms = [a for p in payloads for a in p[2]]
