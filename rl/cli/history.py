@@ -114,7 +114,8 @@ def run_import_history(args: argparse.Namespace) -> int:
     are dropped; user names, IP addresses, countries and platforms are never read. Rows that
     cannot be used go to <out>/quarantine with a reason.
     """
-    from rl.feedback.importers.history import ImportConfig, format_summary, import_history
+    from rl.feedback.importers.history import ImportConfig, import_history
+    from rl.feedback.importers.tally import format_summary
 
     try:
         config = ImportConfig(
