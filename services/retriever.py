@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from rl.songs.embedding import ensure_song_embedding
 from rl.songs.index_registry import catalog_fingerprint
 from rl.songs.index_slot import IndexSlot
 from rl.songs.retrieval import KnnIndex
-from services.config import QUIET_LOGS, ServiceConfig
+from services.config import ServiceConfig, batching_deployment
 
 Query = tuple[np.ndarray, int, list[list[str]]]
 """(B, D) query latents, k, B exclude lists."""
@@ -48,19 +47,11 @@ def neighbours(index: KnnIndex, latents: np.ndarray, k: int, excludes: list[list
     return answer
 
 
-@serve.deployment(
-    logging_config=QUIET_LOGS,
-    ray_actor_options={"num_cpus": 0.1},
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-    # Room for a full batch of concurrent callers (the default, 5, caps every batch at 5).
-    max_ongoing_requests=16,
-)
+@serve.deployment(**batching_deployment(num_cpus=0.1))
 class Retriever:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = ServiceConfig.from_args(config)
-        embedding = ensure_song_embedding(
-            self.config.embedding_uri, self.config.catalog_uri, progress=False
-        )
+        embedding = self.config.song_embedding()
         self.slot = IndexSlot(
             KnnIndex(embedding.latents, embedding.track_ids.tolist()),
             self.config.index_uri,
