@@ -300,6 +300,12 @@ def main() -> int:
     )
     parser.add_argument("--skip-swap", action="store_true")
     parser.add_argument(
+        "--always-batch-wait",
+        action="store_true",
+        help="lone requests wait for a batch too (skip_lone_batch_wait=False; the default "
+        "skips the Ingress's and the Scorer's batch waits for a request with no company)",
+    )
+    parser.add_argument(
         "--proxy-only",
         action="store_true",
         help="serve through Serve's proxies only (no direct ingress), as before issue 5's fix",
@@ -323,6 +329,7 @@ def main() -> int:
         "log_uri": f"{work}/log",
         "journal_dir": f"{work}/journal",
         "poll_interval_s": 0.5,
+        "skip_lone_batch_wait": not args.always_batch_wait,
     }
     results: dict[str, dict[int, dict]] = {"baseline http": {}}
 
