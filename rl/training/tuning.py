@@ -152,9 +152,51 @@ def _run_trial(
     bootstrap: int,
     seed: int,
 ) -> None:
-    """One Ray Tune trial: train offline PPO with ``point``, report its held-out DR."""
-    import torch
+    """One Ray Tune trial: train offline PPO with ``point``, report its held-out DR.
+
+    The work runs in a Ray task outside the trial's placement group: Tune reserves only
+    ``cpus_per_trial`` for the trial, and the training's Ray Data reads and shuffles need
+    CPUs of their own (captured in the trial's bundle they could never be scheduled)."""
+    import ray
     from ray import tune
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    trial_id = tune.get_context().get_trial_id() or f"t{int(time.time())}"
+    # placement_group=None = no placement group (Ray's documented way out of capture).
+    outside_the_trial_bundle = PlacementGroupSchedulingStrategy(placement_group=None)  # type: ignore[arg-type]
+    task = ray.remote(num_cpus=0)(_train_and_score).options(
+        scheduling_strategy=outside_the_trial_bundle
+    )
+    tune.report(
+        ray.get(
+            task.remote(
+                point,
+                base,
+                steps,
+                layout_state,
+                heldout,
+                storage.join(work_uri, trial_id),
+                bootstrap,
+                seed,
+                trial_id,
+            )
+        )  # fmt: skip
+    )
+
+
+def _train_and_score(
+    point: dict[str, Any],
+    base: dict[str, Any],
+    steps: dict[str, list[str]],
+    layout_state: dict[str, Any],
+    heldout: Any,
+    run_uri: str,
+    bootstrap: int,
+    seed: int,
+    name: str,
+) -> dict[str, float]:
+    """Train offline PPO with ``point``; the DR estimate of its greedy policy on ``heldout``."""
+    import torch
 
     from rl.decision.observation import ObservationLayout
     from rl.registry import PolicyScorer
@@ -164,25 +206,21 @@ def _run_trial(
     torch.set_num_threads(1)
     layout = ObservationLayout.from_dict(layout_state)
     config = trial_train_config(TrainConfig.from_dict(base), point)
-    trial_id = tune.get_context().get_trial_id() or f"t{int(time.time())}"
     started = time.perf_counter()
-    run = train(config, steps[_weight_key(point["return_weight"])], layout,
-                storage.join(work_uri, trial_id))  # fmt: skip
+    run = train(config, steps[_weight_key(point["return_weight"])], layout, run_uri)
     module = build_module(layout, config.hidden_sizes)
     module.set_state(run.module_weights)
     module.eval()
-    policy = PolicyScorer(module, trial_id, greedy=True)
+    policy = PolicyScorer(module, name, greedy=True)
     dr = _held_out_dr(policy.action_probabilities(heldout.obs), heldout, layout, bootstrap, seed)
     final = run.final_metrics()
-    tune.report(
-        {
-            "dr": float(dr.value),
-            "dr_low": float(dr.ci_low),
-            "dr_high": float(dr.ci_high),
-            "final_entropy": float(final.get("final_entropy", float("nan"))),
-            "seconds": time.perf_counter() - started,
-        }
-    )
+    return {
+        "dr": float(dr.value),
+        "dr_low": float(dr.ci_low),
+        "dr_high": float(dr.ci_high),
+        "final_entropy": float(final.get("final_entropy", float("nan"))),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _held_out_dr(probabilities: np.ndarray, logged: Any, layout: Any, bootstrap: int, seed: int):
