@@ -225,22 +225,11 @@ def _train_and_score(
 
 def _held_out_dr(probabilities: np.ndarray, logged: Any, layout: Any, bootstrap: int, seed: int):
     """The DR estimate of ``probabilities`` on the held-out decisions."""
-    import inspect
+    from rl.evaluation.ope import evaluate_policy_offline
 
-    from rl.evaluation import ope
-
-    evaluate_policy_offline: Any = ope.evaluate_policy_offline
-    # evaluate_policy_offline is moving from loose arrays to one LoggedDecisions argument
-    # (a concurrent refactor); accept either form.
-    if "logged" in inspect.signature(evaluate_policy_offline).parameters:
-        estimates = evaluate_policy_offline(
-            probabilities, logged, layout, n_bootstrap=bootstrap, seed=seed
-        )
-    else:
-        estimates = evaluate_policy_offline(
-            probabilities, logged.obs, logged.actions, logged.behaviour_logp, logged.rewards,
-            layout, n_bootstrap=bootstrap, seed=seed,
-        )  # fmt: skip
+    estimates = evaluate_policy_offline(
+        probabilities, logged, layout, n_bootstrap=bootstrap, seed=seed
+    )
     return next(e for e in estimates if e.estimator == "DR")
 
 
