@@ -15,12 +15,12 @@ Each command's report is markdown with PNG figures beside it; a section shows th
 one found, converted to HTML (headings, paragraphs, lists, pipe tables, images), every PNG
 of its folder the markdown does not show, where it came from, the command that makes it
 (with the settings its output records, when it records them) and when it was written. A
-section with no output says which command makes it. Pure Python: no Ray, no network.
+section with no output says which command makes it. Pure Python: no Ray, no network. The
+markdown-to-HTML converter is rl/experiments/markdown_html.py.
 """
 
 from __future__ import annotations
 
-import base64
 import glob
 import html
 import json
@@ -28,9 +28,16 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The markdown converter moved to rl/experiments/markdown_html.py; its names stay importable here.
+from rl.experiments.markdown_html import (  # noqa: F401
+    inline_html,
+    markdown_to_html,
+    png_data_uri,
+)
 
 RESULTS_FILE = "results.html"
 """The page's file name inside ``--out``."""
@@ -235,133 +242,6 @@ def _json(path: str) -> dict | None:
 def _json_field(path: str, name: str) -> dict | None:
     value = (_json(path) or {}).get(name)
     return value if isinstance(value, dict) else None
-
-
-# -- markdown -> HTML ---------------------------------------------------------------------
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_CODE = re.compile(r"`([^`]+)`")
-_BOLD = re.compile(r"\*\*([^*]+)\*\*")
-_TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
-
-
-def png_data_uri(path: str) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def inline_html(text: str, image: Callable[[str, str], str]) -> str:
-    """One line of markdown (code spans, bold, images, links) as escaped HTML."""
-    pieces: list[str] = []
-    last = 0
-    for match in _CODE.finditer(text):  # code spans are literal: split around them first
-        pieces.append(_inline_plain(text[last : match.start()], image))
-        pieces.append(f"<code>{html.escape(match.group(1))}</code>")
-        last = match.end()
-    pieces.append(_inline_plain(text[last:], image))
-    return "".join(pieces)
-
-
-def _inline_plain(text: str, image: Callable[[str, str], str]) -> str:
-    out: list[str] = []
-    last = 0
-    for match in _IMAGE.finditer(text):
-        out.append(_escape_with_bold(text[last : match.start()]))
-        out.append(image(match.group(1), match.group(2)))
-        last = match.end()
-    out.append(_escape_with_bold(text[last:]))
-    return "".join(out)
-
-
-def _escape_with_bold(text: str) -> str:
-    escaped = html.escape(text, quote=False)
-    escaped = _BOLD.sub(r"<strong>\1</strong>", escaped)
-    return _LINK.sub(lambda m: m.group(1), escaped)  # local links do not survive the move
-
-
-def _split_row(line: str, columns: int | None = None) -> list[str]:
-    """The cells of a pipe-table row (``\\|`` is a literal pipe). A row with more cells
-    than the header had an unescaped ``|`` in a cell: the surplus is joined back into the
-    first cell, where names such as "P(skip | previous skip)" sit."""
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|") and not line.endswith("\\|"):
-        line = line[:-1]
-    cells = [cell.strip().replace("\x00", "|") for cell in line.replace("\\|", "\x00").split("|")]
-    if columns is not None and len(cells) > columns:
-        surplus = len(cells) - columns
-        cells = [" | ".join(cells[: surplus + 1]), *cells[surplus + 1 :]]
-    return cells
-
-
-def markdown_to_html(markdown: str, image: Callable[[str, str], str]) -> str:
-    """The markdown our reports write (headings, paragraphs, lists, pipe tables, images,
-    code blocks) as HTML; ``image(alt, src)`` renders an image reference."""
-    lines = markdown.splitlines()
-    out: list[str] = []
-    paragraph: list[str] = []
-
-    def flush() -> None:
-        if paragraph:
-            out.append(f"<p>{inline_html(' '.join(paragraph), image)}</p>")
-            paragraph.clear()
-
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            flush()
-            block = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                block.append(lines[i])
-                i += 1
-            out.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
-        elif not stripped:
-            flush()
-        elif heading := re.match(r"^(#{1,6})\s+(.*)$", stripped):
-            flush()
-            # The page's own h1/h2 frame each section: report headings start at h3.
-            level = min(len(heading.group(1)) + 2, 6)
-            out.append(f"<h{level}>{inline_html(heading.group(2), image)}</h{level}>")
-        elif (
-            stripped.startswith("|")
-            and i + 1 < len(lines)
-            and _TABLE_RULE.match(lines[i + 1].strip())
-        ):
-            flush()
-            header = _split_row(stripped)
-            i += 2
-            rows = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_split_row(lines[i], len(header)))
-                i += 1
-            head = "".join(f"<th>{inline_html(c, image)}</th>" for c in header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{inline_html(c, image)}</td>" for c in row) + "</tr>"
-                for row in rows
-            )
-            out.append(
-                f'<div class="table"><table><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table></div>"
-            )
-            continue
-        elif re.match(r"^[-*]\s+", stripped):
-            flush()
-            items = []
-            while i < len(lines) and re.match(r"^\s*[-*]\s+", lines[i]):
-                items.append(re.sub(r"^\s*[-*]\s+", "", lines[i]))
-                i += 1
-            out.append(
-                "<ul>" + "".join(f"<li>{inline_html(t, image)}</li>" for t in items) + "</ul>"
-            )
-            continue
-        else:
-            paragraph.append(stripped)
-        i += 1
-    flush()
-    return "\n".join(out)
 
 
 # -- the page -----------------------------------------------------------------------------
