@@ -8,6 +8,8 @@ offline steps whose observations carry each candidate's song features
 BC, on RLlib (rl/training) and register them with the table -> off-policy estimates on a
 held-out log (rl/evaluation/ope.py) -> every arm run on the *same* simulated population
 of new users for ``eval_days`` -> ``comparison.json`` (the issue's shape), markdown, PNG.
+The arms' keys and the two refitted baselines are in rl/experiments/comparison_arms.py,
+the markdown and the plot in rl/experiments/comparison_report.py.
 
 Arms (stable keys, ``ARM_KEYS``):
 
@@ -44,31 +46,29 @@ from rl import storage
 from rl.config_checks import require_at_least, require_fraction
 from rl.decision.candidate_pool import CandidatePoolConfig
 from rl.decision.observation import ObservationLayout
-from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy, MyopicListenPolicy
-from rl.evaluation.in_simulator import LOGGING_ARM, METRICS, paired_comparison
-from rl.evaluation.ope import OPEEstimate, estimate_cell, evaluate_policy_offline
+from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy
+from rl.evaluation.in_simulator import LOGGING_ARM, paired_comparison
+from rl.evaluation.ope import OPEEstimate, evaluate_policy_offline
+
+# The arms and the report sit in comparison_arms.py and comparison_report.py; their names
+# stay importable from here.
+from rl.experiments.comparison_arms import (  # noqa: F401
+    ACTOR_CRITIC_ARM,
+    ARM_KEYS,
+    MYOPIC_ARM,
+    VALUE_DESIGNS,
+    fit_q_personalised,
+    refit_myopic_greedy,
+)
+from rl.experiments.comparison_report import (  # noqa: F401
+    _cell,
+    comparison_markdown,
+    comparison_plot,
+)
 from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions
-from rl.figures import png_bytes, subplots
 from rl.longterm.song_table import FEATURE_NAMES, SongFeatureTable, SongTableConfig
 from rl.registry import ModelRegistry, PolicyScorer
 from rl.training.config import TrainConfig
-
-MYOPIC_ARM = "myopic-greedy"
-ACTOR_CRITIC_ARM = "actor-critic"
-VALUE_DESIGNS = ("session", "return-days")
-"""How the paper's value enters the actor-critic: ``session`` = the song table as input
-only (the critic sees each candidate's stickiness), ``return-days`` = also the paper's
-decomposition in the reward (immediate + w x listened x expected return days)."""
-ARM_KEYS = (
-    LOGGING_ARM,
-    MYOPIC_ARM,
-    ACTOR_CRITIC_ARM,
-    "q-personalised",
-    "ppo-session",
-    "ppo-return-days",
-    "bc",
-    "marwil",
-)
 
 
 @dataclass(frozen=True)
@@ -177,50 +177,6 @@ def write_feature_steps(
     )
     write_steps(steps, steps_uri, layout)
     return parquet_files(steps_uri)
-
-
-def refit_myopic_greedy(
-    log_uri: str, embedding, layout: ObservationLayout, corpus
-) -> DecisionPolicy:
-    """The logging policy's listen model refitted on the log, taken greedily."""
-    from rl.decision.policies import ListenProbabilityModel
-    from rl.feedback.log import read_decisions_table
-    from rl.feedback.offline_steps import SessionStepBuilder
-
-    base = layout.without_song_features()
-    table = read_decisions_table(log_uri, validate=False)
-    if table.num_rows > 200_000:
-        rows = np.sort(np.random.default_rng(0).choice(table.num_rows, 200_000, replace=False))
-        table = table.take(rows)
-    builder = SessionStepBuilder(embedding.latents, [str(t) for t in embedding.track_ids], base)
-    model = ListenProbabilityModel(base, corpus.latent_scale).fit(
-        builder.observations(table),
-        table["chosen_index"].to_numpy(),
-        table["listened"].to_numpy(zero_copy_only=False),
-    )
-    return MyopicListenPolicy(model, temperature=1e-3, epsilon=0.0, name=MYOPIC_ARM)
-
-
-def fit_q_personalised(log_uri: str, corpus, layout: ObservationLayout, horizon_days: int):
-    """The paper's personalised arm fitted on the same log (a window that fits in it)."""
-    from rl.longterm.fitted_models import ModelConfig, fit_longterm_models
-    from rl.longterm.q_scoring import QScoringPolicy
-
-    models = fit_longterm_models(
-        log_uri,
-        corpus.track_ids,
-        corpus.latents,
-        layout.betas,
-        ModelConfig(horizon_days=horizon_days),
-    )
-    # The stickiness model's u is [taste, activity share]; the observation has the taste
-    # only, so the rest is filled with its training mean (as the served q-arms do).
-    from services.core.longterm_arms import PopulationUserFeatures, population_user_features
-
-    scorer = PopulationUserFeatures(
-        models.scorers()["personalised"], population_user_features(models, layout.latent_dim)
-    )
-    return QScoringPolicy(scorer, layout.without_song_features(), corpus.latents)
 
 
 @dataclass
@@ -387,78 +343,3 @@ def run_comparison(
     return ComparisonReport(
         comparison, ope, training, summary, design, markdown, markdown_uri, json_uri, plot_uri
     )
-
-
-def _cell(value: dict[str, Any], digits: int = 3) -> str:
-    low, high = value["ci"]
-    star = " *" if low > 0 or high < 0 else ""
-    return f"{value['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]{star}"
-
-
-def comparison_markdown(settings, n_logged, n_heldout, comparison, ope, training, design) -> str:
-    t = settings.train
-    lines = [
-        "# The actor-critic with learned song features vs the myopic and Q-score arms",
-        "",
-        f"Log: {settings.users} users x {settings.days} days under the logging policy "
-        f"({n_logged:,} decisions); held-out log: {settings.heldout_users} other users "
-        f"({n_heldout:,} decisions). Song table fitted on the log "
-        f"({comparison['settings']['song_table']}). Training: {t.iterations} iterations x "
-        f"{t.updates_per_iteration} updates x batch {t.train_batch_size}, lr {t.lr}, clip {t.clip}, "
-        f"entropy {t.entropy_coeff}, gamma {t.gamma}, lambda {t.lambda_}, seed {settings.seed}. "
-        f"actor-critic = ppo-{design} greedy with epsilon {settings.epsilon}; return weight "
-        f"{settings.return_weight}.",
-        "",
-        f"Simulator: every arm runs on the same {settings.eval_users} new users for "
-        f"{settings.eval_days} days (paired); 95% user-level bootstrap intervals, `*` = the "
-        "interval excludes zero. OPE (DR) = doubly-robust reward per decision on the held-out log.",
-        "",
-        "| arm | reward/decision | vs logging | vs myopic-greedy | OPE (DR) | "
-        f"minutes/user ({settings.eval_days} d) | vs logging | vs myopic-greedy | "
-        "active days/user | vs myopic-greedy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for arm, metrics in comparison["arms"].items():
-        diffs = comparison["differences"].get(arm, {})
-
-        def diff(base: str, metric: str, digits: int = 3, diffs: dict = diffs) -> str:
-            d = diffs.get(f"vs_{base}")
-            return _cell(d[metric], digits) if d else "-"
-
-        lines.append(
-            f"| {arm} | {_cell(metrics['reward_per_decision'])} | "
-            f"{diff('logging', 'reward_per_decision')} | {diff(MYOPIC_ARM, 'reward_per_decision')} | "
-            f"{estimate_cell(ope.get(arm))} | {_cell(metrics['minutes_60d'], 1)} | "
-            f"{diff('logging', 'minutes_60d', 1)} | {diff(MYOPIC_ARM, 'minutes_60d', 1)} | "
-            f"{_cell(metrics['active_days_60d'], 2)} | {diff(MYOPIC_ARM, 'active_days_60d', 2)} |"
-        )
-    lines += ["", "Training (last iteration):", ""]
-    for arm, m in training.items():
-        keys = [k for k in ("final_policy_loss", "final_vf_loss", "final_entropy") if k in m]
-        lines.append(
-            f"- {arm}: "
-            + ", ".join(f"{k[6:]} {m[k]:.4f}" for k in keys)
-            + f", {m['samples_per_s']:,.0f} samples/s, {m['train_seconds']:.0f} s"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def comparison_plot(comparison: dict[str, Any]) -> bytes:
-    arms = [a for a in comparison["arms"] if f"vs_{MYOPIC_ARM}" in comparison["differences"][a]]
-    fig, axes = subplots(1, len(METRICS), figsize=(14, 4.2))
-    for ax, metric in zip(axes, METRICS, strict=True):
-        cells = [comparison["differences"][a][f"vs_{MYOPIC_ARM}"][metric] for a in arms]
-        means = [c["mean"] for c in cells]
-        ax.errorbar(
-            range(len(arms)),
-            means,
-            yerr=[[m - c["ci"][0] for m, c in zip(means, cells, strict=True)],
-                  [c["ci"][1] - m for m, c in zip(means, cells, strict=True)]],
-            fmt="o",
-            capsize=4,
-        )  # fmt: skip
-        ax.axhline(0.0, color="grey", lw=1)
-        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{metric} minus myopic-greedy (paired, 95% CI)", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    return png_bytes(fig)
