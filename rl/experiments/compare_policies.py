@@ -9,7 +9,8 @@ BC, on RLlib (rl/training) and register them with the table -> off-policy estima
 held-out log (rl/evaluation/ope.py) -> every arm run on the *same* simulated population
 of new users for ``eval_days`` -> ``comparison.json`` (the issue's shape), markdown, PNG.
 The arms' keys and the two refitted baselines are in rl/experiments/comparison_arms.py,
-the markdown and the plot in rl/experiments/comparison_report.py.
+the markdown and the plot in rl/experiments/comparison_report.py, the log-to-steps
+conversion in rl/training/feature_steps.py.
 
 Arms (stable keys, ``ARM_KEYS``):
 
@@ -38,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,10 +66,16 @@ from rl.experiments.comparison_report import (  # noqa: F401
     comparison_markdown,
     comparison_plot,
 )
-from rl.feedback.offline_steps_files import parquet_files, read_logged_decisions
+from rl.feedback.offline_steps_files import read_logged_decisions
 from rl.longterm.song_table import FEATURE_NAMES, SongFeatureTable, SongTableConfig
 from rl.registry import ModelRegistry, PolicyScorer
 from rl.training.config import TrainConfig
+from rl.training.feature_steps import _return_days_column, write_feature_steps  # noqa: F401
+
+if TYPE_CHECKING:
+    from rl.simulator.corpus import Corpus
+    from rl.simulator.real_catalog import BuiltSimulator
+    from rl.simulator.simulation import Simulator
 
 
 @dataclass(frozen=True)
@@ -126,59 +133,6 @@ def _simulate_log(simulator, layout, days: int, log_uri: str) -> int:
     return summary.decisions
 
 
-def _return_days_column(table: SongFeatureTable, weight: float):
-    """Ray Data batch function: adds ``long_term_reward`` = w x listened x <[1, u], v_i>."""
-    import pyarrow as pa
-
-    from rl.feedback.offline_steps import EXTRA_REWARD_COLUMN
-
-    def add(batch: pa.Table) -> pa.Table:
-        n = batch.num_rows
-        taste = batch["user_taste"].combine_chunks().values.to_numpy().reshape(n, -1)
-        chosen = batch["chosen_track_id"].to_numpy(zero_copy_only=False)[:, None]
-        expected = table.candidate_features_by_id(chosen, taste)[:, 0, 2]
-        listened = batch["listened"].to_numpy(zero_copy_only=False).astype(np.float32)
-        return batch.append_column(
-            EXTRA_REWARD_COLUMN, pa.array((weight * listened * expected).astype(np.float32))
-        )
-
-    return add
-
-
-def write_feature_steps(
-    log_uri: str,
-    steps_uri: str,
-    embedding,
-    layout: ObservationLayout,
-    table: SongFeatureTable | None,
-    return_weight: float | None = None,
-    days: list[int] | None = None,
-) -> list[str]:
-    """The log (optionally some days) as offline steps whose observations carry the song
-    features (``table``; None for a layout without them); with ``return_weight`` the reward
-    gets the paper's long-term term (``_return_days_column``)."""
-    from rl.feedback.log import read_decisions
-    from rl.feedback.offline_steps import decisions_to_offline_steps, write_steps
-
-    decisions = read_decisions(log_uri, days)
-    if return_weight is not None:
-        if table is None:
-            raise ValueError("the return-days reward needs the song table")
-        decisions = decisions.map_batches(
-            _return_days_column(table, return_weight), batch_format="pyarrow", batch_size=None
-        )
-    steps = decisions_to_offline_steps(
-        decisions,
-        embedding.latents,
-        [str(t) for t in embedding.track_ids],
-        layout,
-        num_partitions=4,
-        song_features=table,
-    )
-    write_steps(steps, steps_uri, layout)
-    return parquet_files(steps_uri)
-
-
 @dataclass
 class ComparisonReport:
     comparison: dict[str, Any]
@@ -192,50 +146,79 @@ class ComparisonReport:
     plot_uri: str
 
 
+@dataclass
+class _LoggingWorld:
+    """The calibrated world and the policy that writes the logs, for the chosen pool."""
+
+    built: BuiltSimulator
+    base_layout: ObservationLayout
+    logging_policy: DecisionPolicy
+    log_simulator: Simulator
+    pool: CandidatePoolConfig
+    todays_pool: bool
+
+    @classmethod
+    def build(cls, settings: CompareSettings) -> _LoggingWorld:
+        from rl.simulator.real_catalog import build_simulator
+        from rl.simulator.simulation import Simulator
+
+        built = build_simulator(settings.users, seed=settings.seed)
+        base_layout, corpus, logging_policy = built.layout, built.corpus, built.policy
+        pool = settings.pool_config()
+        todays_pool = pool.is_song_knn_only and pool.k == base_layout.k
+        log_simulator = built.simulator
+        if not todays_pool:
+            from rl.simulator.real_catalog import default_logging_policy
+            from rl.simulator.recommender import SimulatorCandidatePool
+
+            # The same calibrated world; the logging policy scores the pool's k candidates.
+            base_layout = replace(base_layout, k=pool.k)
+            logging_policy = default_logging_policy(base_layout, corpus)
+            log_simulator = Simulator(
+                corpus, settings.users, logging_policy, base_layout, config=built.simulator.config,
+                seed=settings.seed + 1, candidate_pool=SimulatorCandidatePool(pool, corpus),
+            )  # fmt: skip
+        return cls(built, base_layout, logging_policy, log_simulator, pool, todays_pool)
+
+    @property
+    def corpus(self) -> Corpus:
+        return self.built.corpus
+
+    def pool_for(self, table: SongFeatureTable | None = None):
+        if self.todays_pool:
+            return None  # the simulator's own kNN lookup
+        from rl.simulator.recommender import SimulatorCandidatePool
+
+        return SimulatorCandidatePool(self.pool, self.corpus, table, self.base_layout.betas)
+
+    def simulator(
+        self, users: int, policy: Any, layout: ObservationLayout, seed: int, **kw: Any
+    ) -> Simulator:
+        from rl.simulator.simulation import Simulator
+
+        config = self.built.simulator.config
+        return Simulator(self.corpus, users, policy, layout, config=config, seed=seed, **kw)
+
+
 def run_comparison(
     settings: CompareSettings, out_uri: str, progress: Callable[[str], None] = print
 ) -> ComparisonReport:
     """The whole comparison; needs a running Ray (the CLI starts a local one)."""
     from rl.longterm.song_table import fit_song_table, table_summary
-    from rl.simulator.real_catalog import build_simulator
-    from rl.simulator.simulation import Simulator
     from rl.songs.embedding import ensure_song_embedding
-    from rl.training.lifecycle import register_run
-    from rl.training.train import train
 
     embedding = ensure_song_embedding()
-    built = build_simulator(settings.users, seed=settings.seed)
-    base_layout, corpus, logging_policy = built.layout, built.corpus, built.policy
-    pool = settings.pool_config()
-    todays_pool = pool.is_song_knn_only and pool.k == base_layout.k
-    log_simulator = built.simulator
-    if not todays_pool:
-        from rl.simulator.real_catalog import default_logging_policy
-        from rl.simulator.recommender import SimulatorCandidatePool
-
-        # The same calibrated world; the logging policy scores the pool's k candidates.
-        base_layout = replace(base_layout, k=pool.k)
-        logging_policy = default_logging_policy(base_layout, corpus)
-        log_simulator = Simulator(
-            corpus, settings.users, logging_policy, base_layout, config=built.simulator.config,
-            seed=settings.seed + 1, candidate_pool=SimulatorCandidatePool(pool, corpus),
-        )  # fmt: skip
-
-    def pool_for(table: SongFeatureTable | None = None):
-        if todays_pool:
-            return None  # the simulator's own kNN lookup
-        from rl.simulator.recommender import SimulatorCandidatePool
-
-        return SimulatorCandidatePool(pool, corpus, table, base_layout.betas)
-
+    world = _LoggingWorld.build(settings)
+    corpus, base_layout = world.corpus, world.base_layout
     log_uri, heldout_uri = storage.join(out_uri, "log"), storage.join(out_uri, "heldout_log")
     progress(
-        f"simulating the log: {settings.users} users x {settings.days} days, pool {pool.spec()}"
+        f"simulating the log: {settings.users} users x {settings.days} days, "
+        f"pool {world.pool.spec()}"
     )
-    n_logged = _simulate_log(log_simulator, base_layout, settings.days, log_uri)
-    heldout = Simulator(
-        corpus, settings.heldout_users, logging_policy, base_layout,
-        config=built.simulator.config, seed=settings.seed + 7, candidate_pool=pool_for(),
+    n_logged = _simulate_log(world.log_simulator, base_layout, settings.days, log_uri)
+    heldout = world.simulator(
+        settings.heldout_users, world.logging_policy, base_layout, settings.seed + 7,
+        candidate_pool=world.pool_for(),
     )  # fmt: skip
     _simulate_log(heldout, base_layout, settings.days, heldout_uri)
 
@@ -253,6 +236,54 @@ def run_comparison(
     heldout_files = write_feature_steps(
         heldout_uri, storage.join(out_uri, "heldout_steps"), embedding, layout, table
     )
+    trained, training = _train_arms(settings, steps, layout, table, out_uri, progress)
+
+    progress("refitting the myopic listen model and the personalised Q-model on the log")
+    policies: dict[str, DecisionPolicy] = {
+        LOGGING_ARM: world.logging_policy,
+        MYOPIC_ARM: refit_myopic_greedy(log_uri, embedding, layout, corpus),
+        "q-personalised": fit_q_personalised(log_uri, corpus, layout, table.horizon_days),
+    }
+    logged = read_logged_decisions(heldout_files, layout)
+    design, ope = _serve_design_and_estimate(settings, policies, trained, logged, layout, progress)
+    comparison = _run_arms_in_simulator(settings, world, policies, layout, table, progress)
+    comparison["ope_dr_reward_per_decision"] = {
+        name: {"mean": e.value, "ci": [e.ci_low, e.ci_high]} for name, e in ope.items()
+    }
+    comparison["settings"] = {
+        "users": settings.users, "days": settings.days, "heldout_users": settings.heldout_users,
+        "eval_users": settings.eval_users, "eval_days": settings.eval_days, "seed": settings.seed,
+        "epsilon": settings.epsilon, "return_weight": settings.return_weight,
+        "actor_critic_design": design, "train": settings.train.to_dict(),
+        "pool": world.pool.to_dict(),
+        "song_table": summary,
+    }  # fmt: skip
+    markdown = comparison_markdown(
+        settings, n_logged, len(logged.rewards), comparison, ope, training, design
+    )
+    markdown_uri = storage.join(out_uri, "comparison.md")
+    json_uri = storage.join(out_uri, "comparison.json")
+    plot_uri = storage.join(out_uri, "comparison.png")
+    storage.write_bytes(markdown_uri, markdown.encode("utf-8"))
+    storage.write_bytes(json_uri, json.dumps(comparison, indent=1).encode("utf-8"))
+    storage.write_bytes(plot_uri, comparison_plot(comparison))
+    return ComparisonReport(
+        comparison, ope, training, summary, design, markdown, markdown_uri, json_uri, plot_uri
+    )
+
+
+def _train_arms(
+    settings: CompareSettings,
+    steps: dict[str, list[str]],
+    layout: ObservationLayout,
+    table: SongFeatureTable,
+    out_uri: str,
+    progress: Callable[[str], None],
+) -> tuple[dict[str, PolicyScorer], dict[str, dict[str, float]]]:
+    """Offline PPO of both value designs, BC and MARWIL, each registered with the table;
+    returns the greedy scorers and each run's last-iteration figures."""
+    from rl.training.lifecycle import register_run
+    from rl.training.train import train
 
     registry = ModelRegistry(storage.join(out_uri, "registry"))
     trained: dict[str, PolicyScorer] = {}
@@ -270,14 +301,19 @@ def run_comparison(
         training[arm] = run.final_metrics()
         trained[arm] = PolicyScorer(registry.load_module(entry.version), arm, greedy=True)
         trained[arm].name = arm
+    return trained, training
 
-    progress("refitting the myopic listen model and the personalised Q-model on the log")
-    policies: dict[str, DecisionPolicy] = {
-        LOGGING_ARM: logging_policy,
-        MYOPIC_ARM: refit_myopic_greedy(log_uri, embedding, layout, corpus),
-        "q-personalised": fit_q_personalised(log_uri, corpus, layout, table.horizon_days),
-    }
-    logged = read_logged_decisions(heldout_files, layout)
+
+def _serve_design_and_estimate(
+    settings: CompareSettings,
+    policies: dict[str, DecisionPolicy],
+    trained: dict[str, PolicyScorer],
+    logged: Any,
+    layout: ObservationLayout,
+    progress: Callable[[str], None],
+) -> tuple[str, dict[str, OPEEstimate]]:
+    """Pick the served value design (held-out DR when "auto"), add the served actor-critic
+    and the trained arms to ``policies``, and estimate every arm by DR on the held-out log."""
 
     def dr(policy: DecisionPolicy) -> OPEEstimate:
         estimates = evaluate_policy_offline(
@@ -295,18 +331,28 @@ def run_comparison(
         trained[f"ppo-{design}"], settings.epsilon, name=ACTOR_CRITIC_ARM
     )
     policies.update(trained)
-    ope = {name: dr(policy) for name, policy in policies.items()}
+    return design, {name: dr(policy) for name, policy in policies.items()}
 
+
+def _run_arms_in_simulator(
+    settings: CompareSettings,
+    world: _LoggingWorld,
+    policies: dict[str, DecisionPolicy],
+    layout: ObservationLayout,
+    table: SongFeatureTable,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Every arm on the same new users for ``eval_days``: the paired comparison."""
     progress(
         f"running {len(policies)} arms on the same {settings.eval_users} new users "
         f"for {settings.eval_days} days"
     )
-    aligned = table.aligned(corpus.track_ids)
+    aligned = table.aligned(world.corpus.track_ids)
 
     def make_simulator(policy):
-        return Simulator(
-            corpus, settings.eval_users, policy, layout, config=built.simulator.config,
-            seed=settings.seed + 1000, song_features=aligned, candidate_pool=pool_for(aligned),
+        return world.simulator(
+            settings.eval_users, policy, layout, settings.seed + 1000,
+            song_features=aligned, candidate_pool=world.pool_for(aligned),
         )  # fmt: skip
 
     def on_arm(arm: str, totals: dict[str, np.ndarray]) -> None:
@@ -316,30 +362,7 @@ def run_comparison(
             f"active days/user {totals['active_days'].mean():.2f}"
         )
 
-    comparison = paired_comparison(
+    return paired_comparison(
         policies, make_simulator, settings.eval_days, seed=settings.seed,
         n_bootstrap=settings.bootstrap, baselines=(LOGGING_ARM, MYOPIC_ARM), on_arm=on_arm,
     )  # fmt: skip
-    comparison["ope_dr_reward_per_decision"] = {
-        name: {"mean": e.value, "ci": [e.ci_low, e.ci_high]} for name, e in ope.items()
-    }
-    comparison["settings"] = {
-        "users": settings.users, "days": settings.days, "heldout_users": settings.heldout_users,
-        "eval_users": settings.eval_users, "eval_days": settings.eval_days, "seed": settings.seed,
-        "epsilon": settings.epsilon, "return_weight": settings.return_weight,
-        "actor_critic_design": design, "train": settings.train.to_dict(),
-        "pool": pool.to_dict(),
-        "song_table": summary,
-    }  # fmt: skip
-    markdown = comparison_markdown(
-        settings, n_logged, len(logged.rewards), comparison, ope, training, design
-    )
-    markdown_uri = storage.join(out_uri, "comparison.md")
-    json_uri = storage.join(out_uri, "comparison.json")
-    plot_uri = storage.join(out_uri, "comparison.png")
-    storage.write_bytes(markdown_uri, markdown.encode("utf-8"))
-    storage.write_bytes(json_uri, json.dumps(comparison, indent=1).encode("utf-8"))
-    storage.write_bytes(plot_uri, comparison_plot(comparison))
-    return ComparisonReport(
-        comparison, ope, training, summary, design, markdown, markdown_uri, json_uri, plot_uri
-    )
