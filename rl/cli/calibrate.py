@@ -60,22 +60,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     days after a discovery) with its simulated value and tolerance. --fit refits the free
     parameters first.
     """
-    from rl.simulator.targets import DISCOVERY_BURN_IN_DAYS, RETURN_WINDOW_DAYS
-
-    min_days = DISCOVERY_BURN_IN_DAYS + RETURN_WINDOW_DAYS + 2
-    if args.users < 100:
-        raise UsageError(f"--users must be >= 100, got {args.users}")
-    if args.days < min_days:
-        raise UsageError(
-            f"--days must be >= {min_days} (a {DISCOVERY_BURN_IN_DAYS}-day burn-in, then "
-            f"{RETURN_WINDOW_DAYS} days for discoveries to return), got {args.days}"
-        )
-    if args.k < 1 or args.iterations < 1:
-        raise UsageError("--k and --iterations must be >= 1")
-    import dataclasses
+    _check_arguments(args)
 
     from rl.decision.observation import ObservationLayout
-    from rl.simulator.calibration import calibrate_world
     from rl.simulator.config import SimulatorConfig
     from rl.simulator.real_catalog import catalog_corpus, default_logging_policy
     from rl.simulator.simulation import Simulator
@@ -94,26 +81,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     layout = ObservationLayout(k=args.k, latent_dim=corpus.latent_dim)
     policy = default_logging_policy(layout, corpus)
     if args.fit:
-
-        def progress(iteration: int, _config: Any, figures: dict[str, float]) -> None:
-            print(
-                f"fit {iteration + 1}/{args.iterations}: session mean {figures['session_mean']:.2f}, "
-                f"P(skip|skip) {figures['skip_after_skip']:.3f}, P(skip|play) "
-                f"{figures['skip_after_play']:.3f}, look-alike return days "
-                f"{figures['lookalike_return_days_mean']:.2f} ({time.perf_counter() - started:.0f} s)",
-                flush=True,
-            )
-
-        fitted = calibrate_world(
-            corpus, policy, layout, config, n_users=args.users, days=args.days,
-            iterations=args.iterations, seed=args.seed + 7_919, on_iteration=progress,
-        )  # fmt: skip
-        shift = fitted.config.stickiness_mean - config.stickiness_mean
-        corpus = dataclasses.replace(corpus, stickiness=corpus.stickiness + shift)
-        config = fitted.config
-        print("fitted parameters (SimulatorConfig):")
-        for name in FITTED:
-            print(f"  {name} = {getattr(config, name)!r}")
+        corpus, config = _fit_world(args, corpus, policy, layout, config, started)
     simulator = Simulator(corpus, args.users, policy, layout, config=config, seed=args.seed)
     print(f"measuring: {args.users} users x {args.days} days (seed {args.seed})", flush=True)
     recorder = record_run(simulator, args.days)
@@ -132,17 +100,71 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"({simulator.summary.decisions:,} decisions, {seconds:.0f} s)"
     )
     if args.out:
-        storage.write_json(
-            storage.join(args.out, "calibration.json"),
-            {
-                "rows": [dataclasses.asdict(row) | {"ok": row.ok} for row in rows],
-                "figures": figures,
-                "users": args.users,
-                "days": args.days,
-                "seed": args.seed,
-                "simulator_config": config.to_dict(),
-            },
-        )
-        storage.write_bytes(storage.join(args.out, "calibration.md"), (table + "\n").encode())
-        print(f"calibration.md and calibration.json under {args.out}")
+        _write_calibration(args, rows, figures, config, table)
     return 1 if failed else 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from rl.simulator.targets import DISCOVERY_BURN_IN_DAYS, RETURN_WINDOW_DAYS
+
+    min_days = DISCOVERY_BURN_IN_DAYS + RETURN_WINDOW_DAYS + 2
+    if args.users < 100:
+        raise UsageError(f"--users must be >= 100, got {args.users}")
+    if args.days < min_days:
+        raise UsageError(
+            f"--days must be >= {min_days} (a {DISCOVERY_BURN_IN_DAYS}-day burn-in, then "
+            f"{RETURN_WINDOW_DAYS} days for discoveries to return), got {args.days}"
+        )
+    if args.k < 1 or args.iterations < 1:
+        raise UsageError("--k and --iterations must be >= 1")
+
+
+def _fit_world(
+    args: argparse.Namespace, corpus: Any, policy: Any, layout: Any, config: Any, started: float
+) -> tuple[Any, Any]:
+    """--fit: refit the free parameters, printing each iteration; returns the corpus with
+    its stickiness shifted to the fitted mean, and the fitted SimulatorConfig."""
+    import dataclasses
+
+    from rl.simulator.calibration import calibrate_world
+
+    def progress(iteration: int, _config: Any, figures: dict[str, float]) -> None:
+        print(
+            f"fit {iteration + 1}/{args.iterations}: session mean {figures['session_mean']:.2f}, "
+            f"P(skip|skip) {figures['skip_after_skip']:.3f}, P(skip|play) "
+            f"{figures['skip_after_play']:.3f}, look-alike return days "
+            f"{figures['lookalike_return_days_mean']:.2f} ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+
+    fitted = calibrate_world(
+        corpus, policy, layout, config, n_users=args.users, days=args.days,
+        iterations=args.iterations, seed=args.seed + 7_919, on_iteration=progress,
+    )  # fmt: skip
+    shift = fitted.config.stickiness_mean - config.stickiness_mean
+    corpus = dataclasses.replace(corpus, stickiness=corpus.stickiness + shift)
+    config = fitted.config
+    print("fitted parameters (SimulatorConfig):")
+    for name in FITTED:
+        print(f"  {name} = {getattr(config, name)!r}")
+    return corpus, config
+
+
+def _write_calibration(
+    args: argparse.Namespace, rows: list[Any], figures: dict[str, Any], config: Any, table: str
+) -> None:
+    import dataclasses
+
+    storage.write_json(
+        storage.join(args.out, "calibration.json"),
+        {
+            "rows": [dataclasses.asdict(row) | {"ok": row.ok} for row in rows],
+            "figures": figures,
+            "users": args.users,
+            "days": args.days,
+            "seed": args.seed,
+            "simulator_config": config.to_dict(),
+        },
+    )
+    storage.write_bytes(storage.join(args.out, "calibration.md"), (table + "\n").encode())
+    print(f"calibration.md and calibration.json under {args.out}")

@@ -152,46 +152,57 @@ def calibrate_world(
         if on_iteration is not None:
             on_iteration(iteration, config, figures)
         utilities = np.concatenate(recorder.decisions["utility"])
-        # Half a step toward the quantiles: the mood feeds skips back into the utilities,
-        # so the full quantile step overshoots.
-        quantiles = np.quantile(utilities, cumulative)
-        thresholds = 0.5 * (np.asarray(config.skip_thresholds) + quantiles)
-        thresholds = np.maximum.accumulate(thresholds + np.array([0.0, 1e-6, 2e-6]))
-        real_gap = mssd["skip_after_skip"] - mssd["skip_after_play"]
-        sim_gap = max(figures["skip_after_skip"] - figures["skip_after_play"], 1e-3)
-        mood_feedback = config.mood_feedback * float(np.clip(real_gap / sim_gap, 0.5, 2.0))
-        session_mean = max(
-            1.0,
-            config.session_length_mean
-            * float(np.clip(history["session_mean"] / figures["session_mean"], 0.5, 2.0)),
-        )
-        # A smaller shape spreads the planned lengths: more long sessions among those of
-        # >= 10 plays, whose capped mean then rises toward the real one.
-        long_ratio = (figures["mssd_like_session_mean"] - 10.0) / (
-            history["long_session_mean"] - 10.0
-        )
-        session_shape = config.session_length_shape * float(np.clip(long_ratio, 0.5, 2.0))
-        extra_real = history["sessions_per_active_day"] - 1.0
-        extra_sim = max(figures["lookalike_sessions_per_active_day"] - 1.0, 1e-3)
-        sessions_per_activity = config.sessions_per_activity * float(
-            np.clip(extra_real / extra_sim, 0.5, 2.0)
-        )
-        returns_ratio = history["return_days_mean"] / max(
-            figures["lookalike_return_days_mean"], 1e-3
-        )
-        stickiness_mean = config.stickiness_mean + float(np.clip(np.log(returns_ratio), -1, 1))
+        fitted = _damped_step(config, figures, utilities, mssd, history, cumulative)
         # Stickiness is a song trait drawn with the corpus: shift the drawn values, which is
         # what build_corpus gives for the new mean with the same seed.
         corpus = dataclasses.replace(
             corpus,
-            stickiness=corpus.stickiness + np.float32(stickiness_mean - config.stickiness_mean),
+            stickiness=corpus.stickiness
+            + np.float32(fitted.stickiness_mean - config.stickiness_mean),
         )
-        config = config.replace(
-            skip_thresholds=tuple(float(t) for t in thresholds),
-            mood_feedback=mood_feedback,
-            session_length_mean=session_mean,
-            session_length_shape=session_shape,
-            sessions_per_activity=sessions_per_activity,
-            stickiness_mean=stickiness_mean,
-        )
+        config = fitted
     return WorldCalibration(config=config, figures=figures, iterations=iterations)
+
+
+def _damped_step(
+    config: SimulatorConfig,
+    figures: dict[str, float],
+    utilities: np.ndarray,  # the run's listen utilities
+    mssd: dict[str, float],
+    history: dict[str, float],
+    cumulative: np.ndarray,  # MSSD's cumulative skip-level shares of the three thresholds
+) -> SimulatorConfig:
+    """One iteration of ``calibrate_world``: each free parameter a damped step toward its
+    real figure, from the figures of a run under ``config``."""
+    # Half a step toward the quantiles: the mood feeds skips back into the utilities,
+    # so the full quantile step overshoots.
+    quantiles = np.quantile(utilities, cumulative)
+    thresholds = 0.5 * (np.asarray(config.skip_thresholds) + quantiles)
+    thresholds = np.maximum.accumulate(thresholds + np.array([0.0, 1e-6, 2e-6]))
+    real_gap = mssd["skip_after_skip"] - mssd["skip_after_play"]
+    sim_gap = max(figures["skip_after_skip"] - figures["skip_after_play"], 1e-3)
+    mood_feedback = config.mood_feedback * float(np.clip(real_gap / sim_gap, 0.5, 2.0))
+    session_mean = max(
+        1.0,
+        config.session_length_mean
+        * float(np.clip(history["session_mean"] / figures["session_mean"], 0.5, 2.0)),
+    )
+    # A smaller shape spreads the planned lengths: more long sessions among those of
+    # >= 10 plays, whose capped mean then rises toward the real one.
+    long_ratio = (figures["mssd_like_session_mean"] - 10.0) / (history["long_session_mean"] - 10.0)
+    session_shape = config.session_length_shape * float(np.clip(long_ratio, 0.5, 2.0))
+    extra_real = history["sessions_per_active_day"] - 1.0
+    extra_sim = max(figures["lookalike_sessions_per_active_day"] - 1.0, 1e-3)
+    sessions_per_activity = config.sessions_per_activity * float(
+        np.clip(extra_real / extra_sim, 0.5, 2.0)
+    )
+    returns_ratio = history["return_days_mean"] / max(figures["lookalike_return_days_mean"], 1e-3)
+    stickiness_mean = config.stickiness_mean + float(np.clip(np.log(returns_ratio), -1, 1))
+    return config.replace(
+        skip_thresholds=tuple(float(t) for t in thresholds),
+        mood_feedback=mood_feedback,
+        session_length_mean=session_mean,
+        session_length_shape=session_shape,
+        sessions_per_activity=sessions_per_activity,
+        stickiness_mean=stickiness_mean,
+    )
