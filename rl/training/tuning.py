@@ -321,8 +321,12 @@ def run_tuning(
             mode="max",
             num_samples=settings.trials,
             max_concurrent_trials=1,
+            # One trial at a time: each trial's Ray Data reads need the CPUs the other
+            # trials' reservations would hold (TuneConfig's limit alone did not hold).
             search_alg=BasicVariantGenerator(
-                points_to_evaluate=[settings.default_point()], random_state=settings.seed
+                points_to_evaluate=[settings.default_point()],
+                random_state=settings.seed,
+                max_concurrent=1,
             ),
         ),
         run_config=tune.RunConfig(storage_path=tune_dir, name="encore-tune", verbose=0),
