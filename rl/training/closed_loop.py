@@ -29,6 +29,7 @@ import numpy as np
 
 from rl import storage
 from rl.config_checks import require_at_least, require_fraction
+from rl.decision.observation import ObservationLayout
 from rl.decision.policies import DecisionPolicy, EpsilonGreedyPolicy
 from rl.evaluation.promotion_gate import GateConfig, GateEvidence, gate_promotion
 from rl.longterm.song_table import FEATURE_NAMES, SongTableConfig
@@ -151,8 +152,6 @@ def run_loop(
 ) -> list[RoundReport]:
     """Run ``config.rounds`` rounds; needs a running Ray. Writes under ``out_uri``: logs,
     steps, runs, the registry (versions with tables and gate evidence), loop.json."""
-    from rl.experiments.compare_policies import write_feature_steps
-    from rl.feedback.offline_steps_files import read_logged_decisions
     from rl.longterm.song_table import fit_song_table
     from rl.registry import ModelRegistry, PolicyScorer
     from rl.simulator.real_catalog import build_simulator
@@ -180,18 +179,10 @@ def run_loop(
 
         progress("  fitting the song table and converting the log (Ray Data)")
         table = fit_song_table(log_uri, corpus.latents, corpus.track_ids, config.song_table)
-        start_day = simulator.day - config.days
-        train_days = list(range(start_day, simulator.day - config.heldout_days))
-        gate_days = list(range(simulator.day - config.heldout_days, simulator.day))
         round_uri = storage.join(out_uri, f"round-{round_index}")
-        steps = write_feature_steps(
-            log_uri, storage.join(round_uri, "steps"), embedding, layout, table,
-            config.return_weight, days=train_days,
-        )  # fmt: skip
-        heldout = write_feature_steps(
-            log_uri, storage.join(round_uri, "heldout_steps"), embedding, base, None,
-            days=gate_days,
-        )  # fmt: skip
+        steps, heldout, gate_days = _round_steps(
+            config, simulator.day, log_uri, round_uri, embedding, layout, base, table
+        )
         resume = registry.checkpoint_uri(production_version) if production_version else None
         train_config = replace(config.train, seed=config.seed + round_index)
         progress(
@@ -203,17 +194,8 @@ def run_loop(
             registry, run, train_config, steps, layout, parent=production_version,
             song_table=table,
         )  # fmt: skip
-        candidate = EpsilonGreedyPolicy(PolicyScorer.from_registry(registry, entry.version), 0.0)
-        logged = read_logged_decisions(heldout, base)
-        # The gate compares the greedy policies: exploration is the same for both.
-        production_greedy = (
-            EpsilonGreedyPolicy(production.base, 0.0)
-            if isinstance(production, EpsilonGreedyPolicy)
-            else production
-        )
-        evidence: GateEvidence = gate_promotion(
-            candidate, production_greedy, logged, base, entry.version, production_version,
-            config.gate, force=config.force,
+        evidence = _gate(
+            config, registry, entry.version, production, production_version, heldout, base,
             data=f"{log_uri} days {gate_days[0]}..{gate_days[-1]}",
         )  # fmt: skip
         registry.annotate(entry.version, "promotion_gate", evidence.to_dict())
@@ -239,6 +221,63 @@ def run_loop(
         {"config": _config_dict(config), "rounds": [r.__dict__ for r in reports]},
     )
     return reports
+
+
+def _round_steps(
+    config: LoopConfig,
+    today: int,  # the simulator's day after the round
+    log_uri: str,
+    round_uri: str,
+    embedding: Any,
+    layout: ObservationLayout,
+    base: ObservationLayout,
+    table: Any,
+) -> tuple[list[str], list[str], list[int]]:
+    """The round's log as training steps (with song features) of all but its last
+    ``heldout_days`` days, and those last days as the gate's held-out steps (without)."""
+    from rl.training.feature_steps import write_feature_steps
+
+    start_day = today - config.days
+    train_days = list(range(start_day, today - config.heldout_days))
+    gate_days = list(range(today - config.heldout_days, today))
+    steps = write_feature_steps(
+        log_uri, storage.join(round_uri, "steps"), embedding, layout, table,
+        config.return_weight, days=train_days,
+    )  # fmt: skip
+    heldout = write_feature_steps(
+        log_uri, storage.join(round_uri, "heldout_steps"), embedding, base, None,
+        days=gate_days,
+    )  # fmt: skip
+    return steps, heldout, gate_days
+
+
+def _gate(
+    config: LoopConfig,
+    registry: Any,
+    version: str,
+    production: DecisionPolicy,
+    production_version: str | None,
+    heldout: list[str],
+    base: ObservationLayout,
+    data: str,
+) -> GateEvidence:
+    """The promotion gate between the registered candidate and production, greedy both,
+    on the held-out steps."""
+    from rl.feedback.offline_steps_files import read_logged_decisions
+    from rl.registry import PolicyScorer
+
+    candidate = EpsilonGreedyPolicy(PolicyScorer.from_registry(registry, version), 0.0)
+    logged = read_logged_decisions(heldout, base)
+    # The gate compares the greedy policies: exploration is the same for both.
+    production_greedy = (
+        EpsilonGreedyPolicy(production.base, 0.0)
+        if isinstance(production, EpsilonGreedyPolicy)
+        else production
+    )
+    return gate_promotion(
+        candidate, production_greedy, logged, base, version, production_version,
+        config.gate, force=config.force, data=data,
+    )  # fmt: skip
 
 
 def _config_dict(config: LoopConfig) -> dict[str, Any]:
