@@ -25,7 +25,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -144,15 +144,51 @@ def read_production_pointer(root_uri: str) -> dict[str, Any] | None:
     return storage.read_json(pointer) if storage.exists(pointer) else None
 
 
-class ModelRegistry:
-    """Versions of trained policies under ``uri``, with an atomic production pointer."""
+EntryT = TypeVar("EntryT")
+
+
+class VersionDirectory(Generic[EntryT]):
+    """What every registry of versions shares: ``<uri>/versions/<v>/`` folders, each with a
+    manifest that ``get`` reads (or refuses with ``error``), and the atomic production
+    pointer at ``<uri>``. The model registry and the retrieval-index registry
+    (rl/songs/index_registry.py) differ only in what a version holds."""
+
+    error: type[Exception] = RuntimeError
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
 
-    # --- paths ---------------------------------------------------------------------------
     def version_uri(self, version: str) -> str:
         return storage.join(self.uri, "versions", version)
+
+    def get(self, version: str) -> EntryT:
+        raise NotImplementedError
+
+    def list_versions(self) -> list[EntryT]:
+        """Complete versions, oldest first (incomplete or unreadable ones are skipped)."""
+        entries = []
+        for name in storage.list_dir(storage.join(self.uri, "versions")):
+            try:
+                entries.append(self.get(name))
+            except self.error:
+                continue
+        return sorted(entries, key=lambda e: e.version)  # type: ignore[attr-defined]
+
+    def production_pointer(self) -> dict[str, Any] | None:
+        """The production pointer ({"version", "promoted_at", "previous"}), or None."""
+        return read_production_pointer(self.uri)
+
+    def production_version(self) -> str | None:
+        pointer = self.production_pointer()
+        return None if pointer is None else str(pointer["version"])
+
+
+class ModelRegistry(VersionDirectory[ModelVersion]):
+    """Versions of trained policies under ``uri``, with an atomic production pointer."""
+
+    error = RegistryError
+
+    # --- paths ---------------------------------------------------------------------------
 
     def checkpoint_uri(self, version: str) -> str:
         return storage.join(self.version_uri(version), "checkpoint")
@@ -244,24 +280,6 @@ class ModelRegistry:
         if entry.version != version:
             raise RegistryError(f"version {version!r}: manifest names {entry.version!r}")
         return entry
-
-    def list_versions(self) -> list[ModelVersion]:
-        """Complete versions, oldest first (incomplete or unreadable ones are skipped)."""
-        entries = []
-        for name in storage.list_dir(storage.join(self.uri, "versions")):
-            try:
-                entries.append(self.get(name))
-            except RegistryError:
-                continue
-        return sorted(entries, key=lambda e: e.version)
-
-    def production_pointer(self) -> dict[str, Any] | None:
-        """The production pointer ({"version", "promoted_at", "previous"}), or None."""
-        return read_production_pointer(self.uri)
-
-    def production_version(self) -> str | None:
-        pointer = self.production_pointer()
-        return None if pointer is None else str(pointer["version"])
 
     def verify(self, version: str) -> ModelVersion:
         """Check the manifest and every checkpoint file's checksum; raise RegistryError."""

@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from rl import storage
 from rl.registry import (
+    VersionDirectory,
     file_checksums,
     next_version_name,
-    read_production_pointer,
     write_production_pointer,
 )
 from rl.songs.index_build import BuiltIndex, FaissSearcher
@@ -85,14 +85,10 @@ class IndexManifest:
             raise IndexRegistryError(f"index manifest is missing {exc}") from exc
 
 
-class IndexRegistry:
+class IndexRegistry(VersionDirectory[IndexManifest]):
     """Index versions under ``uri``, with an atomic production pointer."""
 
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-
-    def version_uri(self, version: str) -> str:
-        return storage.join(self.uri, "versions", version)
+    error = IndexRegistryError
 
     # --- writing -------------------------------------------------------------------------
     def register(
@@ -144,23 +140,6 @@ class IndexRegistry:
         if entry.version != version:
             raise IndexRegistryError(f"index version {version!r}: manifest names {entry.version!r}")
         return entry
-
-    def list_versions(self) -> list[IndexManifest]:
-        """Complete versions, oldest first (incomplete or unreadable ones are skipped)."""
-        entries = []
-        for name in storage.list_dir(storage.join(self.uri, "versions")):
-            try:
-                entries.append(self.get(name))
-            except IndexRegistryError:
-                continue
-        return sorted(entries, key=lambda e: e.version)
-
-    def production_pointer(self) -> dict[str, Any] | None:
-        return read_production_pointer(self.uri)
-
-    def production_version(self) -> str | None:
-        pointer = self.production_pointer()
-        return None if pointer is None else str(pointer["version"])
 
     def verify(self, version: str) -> IndexManifest:
         """Check the manifest and every file's checksum; raise ``IndexRegistryError``."""
