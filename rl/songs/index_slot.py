@@ -14,13 +14,13 @@ service's embedding, built at start, which is what the Retriever always served.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from rl.hot_swap import HotSwapSlot
 from rl.songs.index_registry import IndexRegistry, IndexRegistryError
 from rl.songs.retrieval import KnnIndex, brute_force_topk, recall_at_k
 
@@ -60,7 +60,7 @@ def probe_recall(index: KnnIndex, target: float, queries: int = 32) -> None:
         raise IndexRegistryError(f"recall probe {recall:.3f} < {target} on {len(rows)} songs")
 
 
-class IndexSlot:
+class IndexSlot(HotSwapSlot[ServedIndex]):
     """The active index of one Retriever replica.
 
     Parameters
@@ -72,6 +72,8 @@ class IndexSlot:
     loader : (index_uri, version, fingerprint) -> ServedIndex; raises to refuse.
     """
 
+    fallback_version = EMBEDDED_VERSION  # pinning "embedded" serves the exact default
+
     def __init__(
         self,
         fallback: KnnIndex,
@@ -79,50 +81,15 @@ class IndexSlot:
         fingerprint: str,
         loader: Callable[[str, str, str], ServedIndex] = load_registry_index,
     ) -> None:
-        self.fallback = ServedIndex(fallback, EMBEDDED_VERSION, "exact", time.time())
+        super().__init__(ServedIndex(fallback, EMBEDDED_VERSION, "exact", time.time()))
         self.index_uri = index_uri
         self.fingerprint = fingerprint
         self.loader = loader
-        self.active: ServedIndex = self.fallback
-        self.pinned_version: str | None = None
-        self.refusals: list[dict[str, object]] = []
-        self._refused_keys: set[tuple[str, float]] = set()
-        self._lock = threading.Lock()  # one load at a time; serving never waits on it
 
-    def _target(self) -> tuple[str, float] | None:
-        if self.pinned_version is not None:
-            return self.pinned_version, 0.0
+    def _production_pointer(self) -> dict[str, object] | None:
         if self.index_uri is None:
             return None
-        pointer = IndexRegistry(self.index_uri).production_pointer()
-        if pointer is None:
-            return None
-        return str(pointer["version"]), float(pointer.get("promoted_at", 0.0))
+        return IndexRegistry(self.index_uri).production_pointer()
 
-    def sync(self) -> str | None:
-        """Swap to the target version if it changed. Returns a refusal reason or None."""
-        with self._lock:
-            try:
-                target = self._target()
-            except Exception as exc:  # an unreadable pointer is reported, never served
-                return self._refuse(("<pointer>", time.time()), f"pointer unreadable: {exc}")
-            if target is None or target[0] == self.active.version or target in self._refused_keys:
-                return None
-            if target[0] == EMBEDDED_VERSION:
-                self.active = self.fallback
-                return None
-            try:
-                candidate = self.loader(self.index_uri or "", target[0], self.fingerprint)
-            except Exception as exc:
-                return self._refuse(target, f"{type(exc).__name__}: {exc}")
-            # Fully loaded and probed: one assignment swaps it in for every later request.
-            self.active = candidate
-            return None
-
-    def _refuse(self, key: tuple[str, float], reason: str) -> str:
-        self._refused_keys.add(key)
-        self.refusals.append(
-            {"version": key[0], "reason": reason, "at": time.time(), "kept": self.active.version}
-        )
-        del self.refusals[:-20]
-        return reason
+    def _load(self, version: str) -> ServedIndex:
+        return self.loader(self.index_uri or "", version, self.fingerprint)

@@ -19,7 +19,6 @@ in-process benchmark baseline uses the same class. Pure numpy/torch, no Ray Serv
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from rl.decision.policies import (
     masked_softmax,
     sample_actions,
 )
+from rl.hot_swap import HotSwapSlot
 
 LOGGING_VERSION = "logging"
 """``model_version`` reported while no trained version is in production."""
@@ -105,7 +105,7 @@ def load_registry_policy(
     return ServingPolicy(scorer, version)
 
 
-class PolicySlot:
+class PolicySlot(HotSwapSlot[ServingPolicy]):
     """The active policy of one Scorer replica, following the registry's production pointer.
 
     Parameters
@@ -123,56 +123,20 @@ class PolicySlot:
         registry_uri: str | None = None,
         loader: Callable[[str, str, ObservationLayout], ServingPolicy] = load_registry_policy,
     ) -> None:
+        super().__init__(fallback)
         self.layout = layout
-        self.fallback = fallback
         self.registry_uri = registry_uri
         self.loader = loader
-        self.active: ServingPolicy = fallback
-        self.pinned_version: str | None = None
-        self.refusals: list[dict[str, Any]] = []
-        self._refused_keys: set[tuple[str, float]] = set()
-        self._lock = threading.Lock()  # one load at a time; serving never waits on it
 
-    def _target(self) -> tuple[str, float] | None:
-        """(version, promoted_at) production should run, or None when nothing is promoted."""
-        if self.pinned_version is not None:
-            return self.pinned_version, 0.0
+    def _production_pointer(self) -> dict[str, Any] | None:
         if self.registry_uri is None:
             return None
         from rl.registry import ModelRegistry
 
-        pointer = ModelRegistry(self.registry_uri).production_pointer()
-        if pointer is None:
-            return None
-        return str(pointer["version"]), float(pointer.get("promoted_at", 0.0))
+        return ModelRegistry(self.registry_uri).production_pointer()
 
-    def sync(self) -> str | None:
-        """Swap to the production version if it changed. Returns a refusal reason or None."""
-        with self._lock:
-            try:
-                target = self._target()
-            except Exception as exc:  # an unreadable pointer is reported, never served
-                return self._refuse(
-                    ("<pointer>", time.time()), f"production pointer unreadable: {exc}"
-                )
-            if target is None or target[0] == self.active.version or target in self._refused_keys:
-                return None
-            version = target[0]
-            try:
-                candidate = self.loader(self.registry_uri or "", version, self.layout)
-            except Exception as exc:
-                return self._refuse(target, f"{type(exc).__name__}: {exc}")
-            # Fully loaded and probed: one assignment swaps it in for every later request.
-            self.active = candidate
-            return None
-
-    def _refuse(self, key: tuple[str, float], reason: str) -> str:
-        self._refused_keys.add(key)
-        self.refusals.append(
-            {"version": key[0], "reason": reason, "at": time.time(), "kept": self.active.version}
-        )
-        del self.refusals[:-20]
-        return reason
+    def _load(self, version: str) -> ServingPolicy:
+        return self.loader(self.registry_uri or "", version, self.layout)
 
 
 class ArmAssignment:
